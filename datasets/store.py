@@ -379,7 +379,8 @@ class StoreWriter:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or vectors.shape[0] < 1:
             raise StoreError(f"video {vid!r}: vectors of shape {vectors.shape}, expected [n >= 1, {self.dim}]")
-        stored = vectors.astype(self.dtype)
+        with np.errstate(over="ignore"):  # overflow is reported below, naming the video
+            stored = vectors.astype(self.dtype)
         if not np.isfinite(stored).all():
             raise StoreError(f"video {vid!r}: non-finite vector (NaN/inf{' after the cast to float16' if self.dtype == np.float16 else ''}); "
                              "not written")
