@@ -163,11 +163,12 @@ class LVMAE(nn.Module):
         B, L, _ = x.shape
         num_vis = visible.sum(1)
         K = int(num_vis.max()) if B else 0
-        x = self.input_proj(x) + self.pos_embed[:, 1:L + 1].to(x.dtype)
         # Visible positions first, in order: sort key (not visible, position) -- no Python loop.
         key = (~visible).long() * L + torch.arange(L, device=x.device)[None]
         ids_keep = torch.argsort(key, dim=1)[:, :K]
+        # Gather before projecting: masked and padded positions never pay for input_proj.
         x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
+        x = self.input_proj(x) + self.pos_embed[0, 1:][ids_keep].to(x.dtype)
         cls = (self.cls_token + self.pos_embed[:, :1]).to(x.dtype).expand(B, -1, -1)
         x = torch.cat([cls, x], dim=1)
         pad = torch.arange(K + 1, device=x.device)[None] > num_vis[:, None]
