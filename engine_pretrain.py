@@ -1,0 +1,159 @@
+"""One pretraining epoch and the validation pass.
+
+Loss normalization (DESIGN.md): every micro-batch's loss is ``sum over its masked real tokens /
+M``, where ``M`` is the number of masked real tokens of the whole optimizer step, over all
+micro-batches and all ranks. ``M`` depends only on the window lengths, so it is counted for the
+step's micro-batches before the first forward and all-reduced once. Gradients of the
+micro-batches then simply add up; DDP *averages* over ranks, so each rank backpropagates
+``world_size x loss`` and the average becomes the sum. The result equals one process on the same
+global batch up to float summation order.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+import util.dist as dist_util
+from models_lvmae import num_visible
+from util.baselines import mean_visible, nearest_visible
+from util.lr_sched import adjust_learning_rate
+
+BASELINES = {"nearest_visible": nearest_visible, "mean_visible": mean_visible}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN / inf loss; the message names the epoch, step and videos."""
+
+
+def num_masked_tokens(lengths: torch.Tensor, mask_ratio: float) -> int:
+    """Masked real tokens of a batch: ``n - num_visible(n)`` per sample (0 when ``n < 2``)."""
+    return int((lengths - num_visible(lengths, mask_ratio)).sum())
+
+
+def autocast(device: torch.device, amp: str):
+    """``torch.autocast`` for ``--amp bf16|fp16`` (resolved, never ``auto``), else a no-op."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _steps(loader, accum_iter: int):
+    """Group the loader's micro-batches into optimizer steps (lists of ``accum_iter``)."""
+    step = []
+    for batch in loader:
+        step.append(batch)
+        if len(step) == accum_iter:
+            yield step
+            step = []
+    if step:
+        yield step
+
+
+def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoch: int, args,
+                    log_writer=None, max_steps: int | None = None, show_progress: bool = True) -> dict:
+    """Train one epoch; returns ``train_loss`` (mean over the epoch's masked tokens), ``lr``,
+    ``steps``, ``real_tokens``, ``padded_tokens``, ``padding_fraction``, ``tokens_per_s``.
+
+    ``model`` may be DDP-wrapped. ``args`` needs accum_iter, mask_ratio, masking, cos_loss,
+    amp (resolved), lr, min_lr, warmup_epochs, epochs.
+    """
+    model.train()
+    world = dist_util.world_size()
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    steps_per_epoch = max(1, len(loader) // args.accum_iter)
+    total_steps = steps_per_epoch if max_steps is None else min(max_steps, steps_per_epoch)
+    pbar = tqdm(total=total_steps, desc=f"epoch {epoch}", unit="step", disable=not show_progress, leave=False)
+    loss_x_masked = masked_total = real_total = padded_total = 0.0
+    lr = float("nan")
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for step, micro_batches in enumerate(_steps(loader, args.accum_iter)):
+        if step >= total_steps:
+            break
+        lr = adjust_learning_rate(optimizer, epoch + step / steps_per_epoch, args)
+        counts = torch.tensor([[num_masked_tokens(b["lengths"], args.mask_ratio), int(b["lengths"].sum()),
+                                b["x"].shape[0] * b["x"].shape[1]] for b in micro_batches],
+                              dtype=torch.float64, device=device).sum(0)
+        dist_util.all_reduce_sum(counts)  # M of the whole step, before the first forward
+        num_masked = counts[0].float()
+
+        losses = []
+        for a, batch in enumerate(micro_batches):
+            # Gradients are synchronized once per step, on the last micro-batch.
+            sync = (not ddp) or a == len(micro_batches) - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()):
+                x = batch["x"].to(device, non_blocking=True)
+                lengths = batch["lengths"].to(device, non_blocking=True)
+                noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None
+                with autocast(device, args.amp):
+                    loss, _, _ = model(x, lengths, mask_ratio=args.mask_ratio, masking=args.masking, noise=noise,
+                                       num_masked=num_masked, cos_loss=args.cos_loss)
+                scaler.scale(loss * world).backward()
+            losses.append(loss.detach())
+
+        losses = torch.stack(losses)
+        step_loss = dist_util.all_reduce_sum(losses.sum().double())
+        # .item() is a device sync, but the step must not be taken on a NaN: once per step.
+        step_loss = step_loss.item()
+        if not math.isfinite(step_loss):
+            bad = [vid for l, b in zip(losses.tolist(), micro_batches) if not math.isfinite(l) for vid in b["video_id"]]
+            raise NonFiniteLossError(
+                f"non-finite loss ({step_loss}) at epoch {epoch}, step {step} (lr {lr:.3g}); "
+                f"videos of this rank's non-finite micro-batch(es): {bad or '(another rank)'}. "
+                "Lower --blr, use --amp none, or check these videos' embeddings.")
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+        masked, real, padded = counts.tolist()
+        loss_x_masked += step_loss * masked
+        masked_total += masked
+        real_total += real
+        padded_total += padded
+        if log_writer is not None:
+            x1000 = int((step / steps_per_epoch + epoch) * 1000)
+            log_writer.add_scalar("train_loss", step_loss, x1000)
+            log_writer.add_scalar("lr", lr, x1000)
+        pbar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        pbar.update(1)
+    pbar.close()
+    elapsed = time.perf_counter() - start
+    return {"train_loss": loss_x_masked / max(masked_total, 1), "lr": lr, "steps": total_steps,
+            "real_tokens": int(real_total), "padded_tokens": int(padded_total),
+            "padding_fraction": 1.0 - real_total / max(padded_total, 1), "tokens_per_s": real_total / elapsed,
+            "epoch_time_s": elapsed}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device: torch.device, args, show_progress: bool = True) -> dict:
+    """Validation on fixed windows and fixed masks: ``val_loss`` (the training loss, averaged
+    over masked tokens) and the masked-token MSE of LV-MAE and of the baselines on the same
+    masks (``val_mse_<name>``; per token the mean over dims of ``(pred - x)^2``, as the loss).
+
+    ``model`` is the unwrapped model (each rank evaluates its own share; sums are reduced).
+    """
+    model.eval()
+    names = ["lvmae", *BASELINES]
+    sums = torch.zeros(2 + len(names), dtype=torch.float64, device=device)  # loss, tokens, mse...
+    for batch in tqdm(loader, desc="validation", unit="batch", disable=not show_progress, leave=False):
+        x = batch["x"].to(device, non_blocking=True)
+        lengths = batch["lengths"].to(device, non_blocking=True)
+        noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None
+        with autocast(device, args.amp):
+            loss, pred, mask = model(x, lengths, mask_ratio=args.mask_ratio, masking=args.masking, noise=noise,
+                                     num_masked=1.0, cos_loss=args.cos_loss)
+        valid = torch.arange(x.shape[1], device=device)[None] < lengths[:, None]
+        visible = valid & ~mask
+        preds = [pred] + [fn(x, visible) for fn in BASELINES.values()]
+        # forward_loss with num_masked=1 is the *sum* of the per-token loss over the mask.
+        mse = [model.forward_loss(x, p, mask, num_masked=1.0) for p in preds]
+        sums += torch.stack([loss.double(), mask.sum().double(), *[m.double() for m in mse]])
+    dist_util.all_reduce_sum(sums)
+    tokens = sums[1].item()
+    out = {"val_loss": sums[0].item() / max(tokens, 1), "val_masked_tokens": int(tokens)}
+    out.update({f"val_mse_{n}": sums[2 + i].item() / max(tokens, 1) for i, n in enumerate(names)})
+    return out

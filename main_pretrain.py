@@ -1,0 +1,343 @@
+"""LV-MAE pretraining (paper Sec. 3.3, App. 7, Table 5) on one or more embedding stores.
+
+    # one process (CPU or one GPU)
+    python main_pretrain.py --data_path STORE [STORE ...] --output_dir OUT --model lvmae_tiny
+    # all GPUs of one machine / several machines (DDP; NCCL on GPU, gloo on CPU)
+    torchrun --standalone --nproc_per_node=8 main_pretrain.py --data_path STORE --output_dir OUT
+    # the authors' README command runs unchanged (add --data_path):
+    python main_pretrain.py --batch_size 16 --dataset combined --decoder_depth 8 --decoder_embed_dim 512 \
+        --decoder_num_heads 16 --depth 32 --epochs 151 --input_size 1024 --mask_ratio .5 --num_heads 16 \
+        --num_patches 256 --distributed --world_size 8 --masking_strategy --data_path STORE
+
+Writes to ``--output_dir``: ``config.json`` (resolved arguments, git revision), ``log.txt`` (a
+JSON line per epoch), TensorBoard events, ``checkpoint-last.pth`` after every epoch (the file
+probing uses) and ``checkpoint-<epoch>.pth`` every ``--keep_every`` epochs. Rerunning the same
+command continues from ``checkpoint-last.pth`` (``--resume auto``), losing at most the epoch that
+was running; on CPU the continued run is bitwise identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import models_lvmae
+import util.dist as dist_util
+from datasets.pretrain import PretrainWindows, StepBatchSampler, collate_windows, eval_batches, split_validation
+from datasets.store import EmbeddingStore, StoreError
+from engine_pretrain import NonFiniteLossError, evaluate, train_one_epoch
+from util.checkpoint import (CheckpointError, check_model_config, get_rng_state, load_checkpoint, save_checkpoint,
+                             set_rng_state)
+from util.logging import JsonLog, git_revision, jsonable, tensorboard_writer, write_run_config
+
+LAST = "checkpoint-last.pth"
+
+
+class ConfigError(ValueError):
+    """Flags that contradict each other or the data; the message names the flag."""
+
+
+def mask_ratio_type(value: str) -> float:
+    ratio = float(value)
+    if not 0.0 < ratio < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return ratio
+
+
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("LV-MAE pretraining", add_help=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", nargs="+", required=True,
+                   help="embedding store directories, or a .txt file listing them (all with the same encoder and dim)")
+    g.add_argument("--val_data_path", nargs="+", default=None,
+                   help="held-out stores for validation (default: hold out --val_fraction of the --data_path videos)")
+    g.add_argument("--val_fraction", type=float, default=0.05,
+                   help="fraction of videos held out for validation when --val_data_path is not given (0 = none)")
+    g.add_argument("--dataset", default="pretrain",
+                   help="name of the run (the authors' flag, e.g. 'combined'); recorded in config.json and log.txt")
+    g.add_argument("--duration_min", type=float, default=10.0, help="shortest random window, in seconds (Sec. 3.3)")
+    g.add_argument("--duration_max", type=float, default=1280.0,
+                   help="longest random window, in seconds (256 tokens x 5 s); windows are also capped at --num_patches")
+    g.add_argument("--no_group_by_length", dest="group_by_length", action="store_false",
+                   help="do not group windows of similar length into batches (grouping only reduces padding)")
+    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes (0 = load in the main process)")
+
+    g = p.add_argument_group("model (explicit flags override the --model preset)")
+    g.add_argument("--model", default="lvmae_d32", choices=sorted(models_lvmae.PRESETS),
+                   help="architecture preset; lvmae_d32 is the authors' README model, lvmae_tiny runs on a CPU")
+    g.add_argument("--input_size", type=int, default=None,
+                   help="segment embedding dim (the authors' name for input_dim); default and required: the store's dim")
+    g.add_argument("--num_patches", type=positive_int, default=256,
+                   help="max segments per sequence (the authors' name for max_len; Table 5: 256 tokens)")
+    g.add_argument("--embed_dim", type=int, default=None, help="encoder width")
+    g.add_argument("--depth", type=int, default=None, help="encoder blocks")
+    g.add_argument("--num_heads", type=int, default=None, help="encoder attention heads")
+    g.add_argument("--decoder_embed_dim", type=int, default=None, help="decoder width")
+    g.add_argument("--decoder_depth", type=int, default=None, help="decoder blocks")
+    g.add_argument("--decoder_num_heads", type=int, default=None, help="decoder attention heads")
+    g.add_argument("--mlp_ratio", type=float, default=None, help="MLP hidden width / width")
+
+    g = p.add_argument_group("masking and loss")
+    g.add_argument("--mask_ratio", type=mask_ratio_type, default=0.5, help="fraction of segments masked, in (0, 1)")
+    g.add_argument("--masking", choices=models_lvmae.MASKINGS, default=None,
+                   help="random (default); semantic: mask the segments least similar to their predecessor (the "
+                        "paper's text); semantic_inverse: mask the most redundant ones (what the authors' code does)")
+    g.add_argument("--masking_strategy", action="store_true",
+                   help="the authors' flag: same as --masking semantic, deliberately the paper's definition "
+                        "(use --masking semantic_inverse to reproduce the authors' code)")
+    g.add_argument("--cos_loss", action="store_true", help="1 - cosine similarity per masked token instead of MSE")
+
+    g = p.add_argument_group("optimization (Table 5 defaults)")
+    g.add_argument("--batch_size", type=positive_int, default=16,
+                   help="windows per process per iteration; effective batch = batch_size x accum_iter x world size")
+    g.add_argument("--accum_iter", type=positive_int, default=1, help="micro-batches accumulated per optimizer step")
+    g.add_argument("--epochs", type=positive_int, default=150, help="training epochs")
+    g.add_argument("--warmup_epochs", type=float, default=40, help="linear lr warmup, in epochs")
+    g.add_argument("--blr", type=float, default=1.5e-4, help="base lr: lr = blr x effective batch / 256")
+    g.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
+    g.add_argument("--min_lr", type=float, default=0.0, help="lr at the end of the cosine decay")
+    g.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay (not on biases, norms, tokens)")
+    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
+                   help="autocast: auto = bf16 on CUDA, none on CPU; fp16 adds a GradScaler")
+    g.add_argument("--seed", type=int, default=0, help="seeds the model init, windows, masks, sampler and split")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default=None, help="where everything is written (default ./output_dir/<dataset>)")
+    g.add_argument("--resume", default="auto",
+                   help="auto = continue from <output_dir>/checkpoint-last.pth if present; a path; or none = start over")
+    g.add_argument("--keep_every", type=int, default=50,
+                   help="also keep checkpoint-<epoch>.pth every this many epochs (0 = only checkpoint-last.pth)")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--no_progress", dest="progress", action="store_false", help="no tqdm progress bars")
+
+    g = p.add_argument_group("accepted for the authors' command line (torchrun sets these)")
+    g.add_argument("--distributed", action="store_true",
+                   help="ignored: launch with torchrun for DDP (torchrun sets rank and world size)")
+    g.add_argument("--world_size", type=int, default=None, help="ignored: torchrun's --nproc_per_node x --nnodes sets it")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None, help="ignored: torchrun sets LOCAL_RANK")
+    return p
+
+
+# --- resolving arguments ----------------------------------------------------------------------------
+def resolve_masking(args) -> str:
+    if args.masking_strategy and args.masking not in (None, "semantic"):
+        raise ConfigError(f"--masking_strategy means --masking semantic, but --masking {args.masking} was also given")
+    return "semantic" if args.masking_strategy else (args.masking or "random")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device (on CPU use --amp bf16 or none)")
+    return amp
+
+
+def model_config(args, store_dim: int, store_name: str) -> dict:
+    """The LVMAE constructor arguments: the --model preset, explicit flags applied."""
+    if args.input_size is not None and args.input_size != store_dim:
+        raise ConfigError(f"--input_size {args.input_size} but {store_name} holds {store_dim}-d embeddings; "
+                          f"drop --input_size or pass --input_size {store_dim}")
+    cfg = models_lvmae.preset_config(
+        args.model, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads,
+        decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
+        decoder_num_heads=args.decoder_num_heads, mlp_ratio=args.mlp_ratio, max_len=args.num_patches,
+        input_dim=store_dim)
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if cfg[width] % cfg[heads]:
+            raise ConfigError(f"--{width} {cfg[width]} is not divisible by --{heads} {cfg[heads]}")
+    cfg["mlp_ratio"] = float(cfg["mlp_ratio"])
+    return cfg
+
+
+def open_stores(args):
+    """``(train store, train ids, val store, val ids)``."""
+    store = EmbeddingStore(args.data_path)
+    if args.val_data_path:
+        val_store = EmbeddingStore(args.val_data_path)
+        for key in ("encoder", "dim"):
+            if val_store.manifest[key] != store.manifest[key]:
+                raise StoreError(f"--val_data_path {', '.join(map(str, val_store.roots))} has {key} "
+                                 f"{val_store.manifest[key]!r}, --data_path {', '.join(map(str, store.roots))} has "
+                                 f"{store.manifest[key]!r}")
+        return store, store.video_ids, val_store, val_store.video_ids
+    train_ids, val_ids = split_validation(store.video_ids, args.val_fraction, args.seed)
+    return store, train_ids, store, val_ids
+
+
+def build_data(args, info: dist_util.DistInfo):
+    """Datasets, the training sampler and both loaders for this rank."""
+    store, train_ids, val_store, val_ids = open_stores(args)
+    window = dict(seed=args.seed, duration_min=args.duration_min, duration_max=args.duration_max,
+                  max_len=args.num_patches)
+    train_set = PretrainWindows(store, train_ids, **window)
+    val_set = PretrainWindows(val_store, val_ids, **window)
+    sampler = StepBatchSampler(train_set.window_lengths, len(train_set), args.batch_size, args.accum_iter,
+                               info.world_size, info.rank, seed=args.seed, group_by_length=args.group_by_length)
+    loader_kw = dict(collate_fn=collate_windows, num_workers=args.num_workers,
+                     pin_memory=info.device.type == "cuda", persistent_workers=args.num_workers > 0)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, **loader_kw)
+    val_loader = DataLoader(val_set, batch_sampler=eval_batches(val_set.window_lengths(None), args.batch_size,
+                                                                info.world_size, info.rank), **loader_kw)
+    return store, train_set, val_set, sampler, train_loader, val_loader
+
+
+def build_optimizer(model, args, device: torch.device):
+    """AdamW (0.9, 0.95); no weight decay on biases, norms, [CLS] and the mask token."""
+    from timm.optim import param_groups_weight_decay
+    groups = param_groups_weight_decay(model, args.weight_decay, no_weight_decay_list=model.no_weight_decay())
+    # The fused kernel is one pass over all parameters: several times faster than the
+    # per-tensor loop for small models on CPU, and deterministic.
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type in ("cpu", "cuda"))
+
+
+def checkpoint_dict(model, optimizer, scaler, epoch, args, store) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "args": jsonable(vars(args)), "model_config": dict(model.config),
+            "data": {k: store.manifest[k] for k in ("encoder", "dim", "normalized")}, "rng": get_rng_state()}
+
+
+def resume_path(args) -> Path | None:
+    if args.resume in ("none", "", None):
+        return None
+    if args.resume == "auto":
+        path = Path(args.output_dir) / LAST
+        return path if path.is_file() else None
+    return Path(args.resume)
+
+
+def resume(path: Path, model, optimizer, scaler, store) -> int:
+    """Load a checkpoint of *this* run; returns the epoch to start from."""
+    ckpt = load_checkpoint(path)
+    check_model_config(ckpt["model_config"], model.config, path)
+    for key in ("encoder", "dim"):
+        saved = ckpt.get("data", {}).get(key)
+        if saved is not None and saved != store.manifest[key]:
+            raise CheckpointError(f"{path} was trained on {key} {saved!r}, --data_path has {store.manifest[key]!r}")
+    missing = [k for k in ("optimizer", "scaler", "epoch", "rng") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}: it is a model-only checkpoint and cannot be resumed; "
+                              "start a new --output_dir")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]) + 1
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def train(args) -> dict:
+    info = dist_util.init_distributed(args.device)
+    say = print if info.is_main else (lambda *a, **k: None)
+    if args.distributed or args.world_size is not None:
+        say(f"note: --distributed / --world_size are set by torchrun, not by flags; this run has world size "
+            f"{info.world_size} (launch `torchrun --nproc_per_node=N main_pretrain.py ...` for DDP)")
+    args.masking = resolve_masking(args)
+    args.amp = resolve_amp(args.amp, info.device)
+    args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    output_dir = Path(args.output_dir)
+    if info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(args.seed)  # the model init; every data draw has its own keyed generator
+    np.random.seed(args.seed)
+    store, train_set, val_set, sampler, train_loader, val_loader = build_data(args, info)
+    say(f"data: {len(train_set)} training videos, {len(val_set)} validation videos "
+        f"(skipped {train_set.num_skipped} + {val_set.num_skipped} with < 2 segments) from "
+        f"{', '.join(map(str, store.roots))}; encoder {store.manifest['encoder']}, dim {store.dim}")
+    cfg = model_config(args, store.dim, ", ".join(map(str, store.roots)))
+    model = models_lvmae.LVMAE(**cfg).to(info.device)
+    say(f"model: {args.model} {cfg}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+    eff_batch = args.batch_size * args.accum_iter * info.world_size
+    if args.lr is None:
+        args.lr = args.blr * eff_batch / 256
+    say(f"base lr: {args.blr:.2e}  actual lr: {args.lr:.2e}  effective batch size: {eff_batch} "
+        f"(= {args.batch_size} x accum {args.accum_iter} x world {info.world_size})")
+    if args.warmup_epochs >= args.epochs:
+        say(f"note: --warmup_epochs {args.warmup_epochs} >= --epochs {args.epochs}: the lr never leaves warmup")
+    optimizer = build_optimizer(model, args, info.device)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=args.amp == "fp16")
+
+    start_epoch, path = 0, resume_path(args)
+    if path is not None:
+        start_epoch = resume(path, model, optimizer, scaler, store)
+        say(f"resumed from {path}: starting at epoch {start_epoch}")
+    ddp_model = model
+    if info.distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    log, log_writer = None, None
+    if info.is_main:
+        write_run_config(output_dir, {"args": vars(args), "git": git_revision(), "model_config": cfg,
+                                      "data": store.summary(), "world_size": info.world_size,
+                                      "effective_batch_size": eff_batch, "start_epoch": start_epoch,
+                                      "train_videos": len(train_set), "val_videos": len(val_set)})
+        log = JsonLog(output_dir / "log.txt", resume_epoch=start_epoch - 1 if path is not None else None)
+        log_writer = tensorboard_writer(output_dir)
+
+    history, val_stats = [], {}
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        train_stats = train_one_epoch(ddp_model, train_loader, optimizer, scaler, info.device, epoch, args,
+                                      log_writer=log_writer, show_progress=args.progress and info.is_main)
+        val_stats = evaluate(model, val_loader, info.device, args, show_progress=args.progress and info.is_main) \
+            if len(val_set) else {}
+        row = {"epoch": epoch, "dataset": args.dataset, **train_stats, **val_stats}
+        history.append(row)
+        if info.is_main:
+            ckpt = checkpoint_dict(model, optimizer, scaler, epoch, args, store)
+            save_checkpoint(ckpt, output_dir / LAST)
+            if args.keep_every > 0 and ((epoch + 1) % args.keep_every == 0 or epoch + 1 == args.epochs):
+                save_checkpoint(ckpt, output_dir / f"checkpoint-{epoch}.pth")
+            log.write(row)  # after the checkpoint: log.txt never describes an unsaved epoch
+            for k in ("val_loss", "val_mse_lvmae", "val_mse_nearest_visible", "val_mse_mean_visible"):
+                if k in val_stats:
+                    log_writer.add_scalar(k, val_stats[k], (epoch + 1) * 1000)
+            log_writer.flush()
+        val_txt = f"  val_loss {val_stats['val_loss']:.5f}" if val_stats else ""
+        say(f"epoch {epoch}: train_loss {train_stats['train_loss']:.5f}{val_txt}  lr {train_stats['lr']:.2e}  "
+            f"{train_stats['tokens_per_s']:.0f} tokens/s  padding {train_stats['padding_fraction']:.1%}")
+
+    if not history and len(val_set):  # nothing left to train: still report where the run stands
+        val_stats = evaluate(model, val_loader, info.device, args, show_progress=False)
+    if val_stats:
+        say(f"masked-token reconstruction MSE on {val_stats['val_masked_tokens']} validation tokens "
+            f"({len(val_set)} videos): LV-MAE {val_stats['val_mse_lvmae']:.5f} | nearest visible segment "
+            f"{val_stats['val_mse_nearest_visible']:.5f} | mean of visible segments "
+            f"{val_stats['val_mse_mean_visible']:.5f}")
+    if log_writer is not None:
+        log_writer.close()
+    dist_util.barrier()
+    dist_util.cleanup()
+    result = {"output_dir": str(output_dir), "checkpoint": str(output_dir / LAST), "epochs": args.epochs,
+              "train_loss": history[-1]["train_loss"] if history else None, "history": history, **val_stats}
+    if info.is_main:
+        say(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser("LV-MAE pretraining", parents=[get_args_parser()], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (StoreError, CheckpointError, ConfigError, NonFiniteLossError) as e:
+        sys.exit(f"error: {e}")

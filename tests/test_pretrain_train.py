@@ -1,0 +1,185 @@
+"""main_pretrain / engine_pretrain in-process: accumulation, exact resume, refusals, the authors'
+command line, non-finite losses, and the demo's pipeline on a tiny synthetic corpus."""
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import main_pretrain
+import models_lvmae
+from datasets.pretrain import PretrainWindows, StepBatchSampler, collate_windows
+from datasets.store import EmbeddingStore, StoreError
+from engine_pretrain import NonFiniteLossError, train_one_epoch
+from pretrain_fixtures import TINY_MODEL, assert_optimizer_close, assert_params_close, write_store
+from util.checkpoint import CheckpointError, load_checkpoint, load_pretrained
+
+LENGTHS = [int(n) for n in np.random.default_rng(0).integers(1, 60, size=40)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("store"), LENGTHS)
+
+
+def run(store, out, *extra, epochs=2):
+    argv = ["--data_path", str(store), "--output_dir", str(out), *TINY_MODEL, "--epochs", str(epochs),
+            "--warmup_epochs", "1", "--blr", "5e-2", "--batch_size", "8", "--num_workers", "0", "--no_progress",
+            "--duration_min", "10", "--duration_max", "200", *extra]
+    return main_pretrain.main(argv)
+
+
+def test_accumulation_equals_a_larger_batch(store, tmp_path):
+    big = run(store, tmp_path / "big", "--batch_size", "8")
+    acc = run(store, tmp_path / "acc", "--batch_size", "4", "--accum_iter", "2")
+    ca, cb = (load_checkpoint(tmp_path / run / "checkpoint-last.pth") for run in ("big", "acc"))
+    a = ca["model"]
+    assert_params_close(a, cb["model"])
+    assert_optimizer_close(ca, cb)
+    assert acc["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
+    assert acc["val_loss"] == pytest.approx(big["val_loss"], rel=1e-4)
+    # and the weights moved: the comparison is not between two untouched inits
+    init = models_lvmae.LVMAE(**load_checkpoint(tmp_path / "big" / "checkpoint-last.pth")["model_config"])
+    assert not torch.equal(init.state_dict()["blocks.0.attn.qkv.weight"], a["blocks.0.attn.qkv.weight"])
+
+
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(store, tmp_path):
+    full = run(store, tmp_path / "full", "--keep_every", "1", epochs=3)
+    # "killed" after epoch 0: only that epoch's checkpoint (and a torn log line) survive
+    (tmp_path / "cut").mkdir()
+    shutil.copy(tmp_path / "full" / "checkpoint-0.pth", tmp_path / "cut" / "checkpoint-last.pth")
+    first = (tmp_path / "full" / "log.txt").read_text().splitlines()[0]
+    (tmp_path / "cut" / "log.txt").write_text(first + "\n" + '{"epoch": 1, "train_lo')
+    # resumed with data-loading workers: windows are keyed by (seed, epoch, index), not by worker
+    resumed = run(store, tmp_path / "cut", "--num_workers", "1", epochs=3)
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint-last.pth"), load_checkpoint(tmp_path / "cut" / "checkpoint-last.pth")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for (sa, sb) in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"][1:]]
+    log = [json.loads(line) for line in (tmp_path / "cut" / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    # a finished run resumed again trains nothing and reports the same validation numbers
+    again = run(store, tmp_path / "cut", epochs=3)
+    assert again["history"] == [] and again["val_loss"] == resumed["val_loss"]
+
+
+def test_resume_refuses_another_model_config_and_non_checkpoints(store, tmp_path):
+    run(store, tmp_path / "a", epochs=1)
+    with pytest.raises(CheckpointError, match=r"depth: checkpoint 1 vs now 2") as e:
+        run(store, tmp_path / "a", "--depth", "2", epochs=2)
+    assert str(tmp_path / "a" / "checkpoint-last.pth") in str(e.value)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(junk)):
+        run(store, tmp_path / "b", "--resume", str(junk))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        run(store, tmp_path / "b", "--resume", str(tmp_path / "missing.pth"))
+
+
+def test_checkpoint_contents_are_the_design_dict(store, tmp_path):
+    result = run(store, tmp_path, "--keep_every", "2", epochs=3)
+    ckpt = load_checkpoint(tmp_path / "checkpoint-last.pth")  # weights_only=True
+    assert set(ckpt) == {"model", "optimizer", "scaler", "epoch", "args", "model_config", "data", "rng"}
+    assert ckpt["epoch"] == 2 and ckpt["data"] == {"encoder": "test:tiny", "dim": 8, "normalized": False}
+    json.dumps(ckpt["args"])
+    assert ckpt["model_config"] == models_lvmae.preset_config(
+        "lvmae_tiny", embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+        decoder_num_heads=2, input_dim=8)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == [
+        "checkpoint-1.pth", "checkpoint-2.pth", "checkpoint-last.pth"]
+    model, _ = load_pretrained(tmp_path / "checkpoint-last.pth", input_dim=8)
+    assert torch.equal(model.state_dict()["norm.weight"], ckpt["model"]["norm.weight"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["args"]["blr"] == 5e-2 and config["effective_batch_size"] == 8 and "commit" in config["git"]
+    assert config["args"]["lr"] == pytest.approx(5e-2 * 8 / 256)
+    assert len((tmp_path / "log.txt").read_text().splitlines()) == 3
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    assert result["checkpoint"] == str(tmp_path / "checkpoint-last.pth")
+
+
+def test_bad_inputs_name_the_file(store, tmp_path):
+    with pytest.raises(StoreError, match=str(tmp_path / "nowhere")):
+        run(tmp_path / "nowhere", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="manifest.json is missing"):
+        run(tmp_path / "empty", tmp_path / "o")
+    other = write_store(tmp_path / "other", [5, 6], dim=4)
+    with pytest.raises(StoreError, match="disagree on dim"):
+        main_pretrain.main(["--data_path", str(store), str(other), "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(main_pretrain.ConfigError, match=r"--input_size 1024 .* 8-d"):
+        run(store, tmp_path / "o", "--input_size", "1024")
+    with pytest.raises(SystemExit):
+        main_pretrain.main(["--output_dir", str(tmp_path / "o")])  # --data_path is required
+    # a stored vector that is not finite: the error names the video and the shard
+    bad = write_store(tmp_path / "bad", [6] * 8)
+    shard = next((bad / "shards").glob("*.npy"))
+    arr = np.load(shard, mmap_mode="r+")
+    arr[20, 3] = np.nan  # video v003, segment 2
+    arr.flush()
+    del arr
+    with pytest.raises(StoreError, match=rf"v003.*segment 2.*{shard.name}.*not finite"):
+        run(bad, tmp_path / "o2", "--val_fraction", "0", "--duration_min", "30", "--duration_max", "30")
+
+
+def test_mask_ratio_is_validated_at_parse_time(capsys):
+    with pytest.raises(SystemExit):
+        main_pretrain.main(["--data_path", "x", "--mask_ratio", "1.5"])
+    assert "--mask_ratio: must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_authors_command_line_builds_the_d32_model():
+    argv = ("--batch_size 16 --dataset combined --decoder_depth 8 --decoder_embed_dim 512 --decoder_num_heads 16 "
+            "--depth 32 --epochs 151 --input_size 1024 --mask_ratio .5 --num_heads 16 --num_patches 256 "
+            "--distributed --world_size 8 --masking_strategy --data_path store").split()
+    parser = main_pretrain.get_args_parser()
+    args = parser.parse_args(argv)
+    assert main_pretrain.resolve_masking(args) == "semantic"
+    assert (args.batch_size, args.epochs, args.mask_ratio, args.dataset) == (16, 151, 0.5, "combined")
+    cfg = main_pretrain.model_config(args, store_dim=1024, store_name="store")
+    assert cfg == models_lvmae.preset_config("lvmae_d32", input_dim=1024, max_len=256)
+    assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"]) == (1024, 32, 16)
+    assert (cfg["decoder_embed_dim"], cfg["decoder_depth"], cfg["decoder_num_heads"]) == (512, 8, 16)
+    with pytest.raises(main_pretrain.ConfigError, match="--masking_strategy"):
+        main_pretrain.resolve_masking(parser.parse_args(argv + ["--masking", "random"]))
+    # explicit flags override a preset
+    small = parser.parse_args(["--data_path", "s", "--model", "lvmae_tiny", "--depth", "3"])
+    assert main_pretrain.model_config(small, 8, "s")["depth"] == 3
+
+
+def test_non_finite_loss_stops_with_the_step_and_videos(store):
+    ds = PretrainWindows(EmbeddingStore(store), max_len=64)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=StepBatchSampler(ds.window_lengths, len(ds), 4),
+                                         collate_fn=collate_windows)
+    model = models_lvmae.LVMAE(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+                               decoder_num_heads=2, max_len=64, input_dim=8)
+    with torch.no_grad():
+        model.decoder_pred.bias[0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = SimpleNamespace(accum_iter=1, mask_ratio=0.5, masking="random", cos_loss=False, amp="none", lr=1e-3,
+                           min_lr=0.0, warmup_epochs=0, epochs=1)
+    first = next(iter(loader))["video_id"]
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 0, step 0.*{first[0]}.*{first[-1]}"):
+        train_one_epoch(model, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"),
+                        0, args, show_progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k], ) or torch.isnan(before[k]).any() for k in before)
+
+
+def test_demo_pipeline_on_a_tiny_corpus(tmp_path):
+    """The `make demo` commands at toy scale: synthetic corpus -> pretraining -> baselines."""
+    from datasets import synthetic
+    synthetic.main(["--out", str(tmp_path / "corpus"), "--num_videos", "10", "--num_pretrain", "60",
+                    "--num_movies", "1", "--dim", "16"])
+    result = main_pretrain.main([
+        "--data_path", str(tmp_path / "corpus" / "pretrain"), "--output_dir", str(tmp_path / "run"), *TINY_MODEL,
+        "--epochs", "2", "--warmup_epochs", "1", "--blr", "5e-2", "--batch_size", "8", "--num_workers", "0",
+        "--masking_strategy", "--no_progress"])
+    keys = ("train_loss", "val_loss", "val_mse_lvmae", "val_mse_nearest_visible", "val_mse_mean_visible")
+    assert all(np.isfinite(result[k]) for k in keys)
+    assert result["val_masked_tokens"] > 0 and len(result["history"]) == 2
+    assert (tmp_path / "run" / "checkpoint-last.pth").is_file()
