@@ -1,0 +1,127 @@
+"""Readers and frame sampling on generated h264 videos of known length, frame rate and content
+(every frame carries its own index, see preprocessing.synthetic_videos)."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from preprocessing.decode import SamplingSpec, sample_video, transform_frame
+from preprocessing.readers import DecodeError, get_reader
+from preprocessing.synthetic_videos import frame_index, write_bad_files, write_video
+from preprocessing.windows import frame_indices, sample_times
+
+HAVE_DECORD = importlib.util.find_spec("decord") is not None
+READERS = ["pyav"] + (["decord", "auto"] if HAVE_DECORD else [])
+SPEC = SamplingSpec(frames_per_segment=4, frame_size=32, min_last_seconds=1.0)
+VFR = np.concatenate([np.arange(0, 5, 0.1), 5 + np.arange(0, 5, 1 / 30)])  # 10 fps, then 30 fps
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {"cfr": (d / "cfr.mp4", write_video(d / "cfr.mp4", seconds=12, fps=25, size=(64, 48))),
+            "vfr": (d / "vfr.mp4", write_video(d / "vfr.mp4", timestamps=VFR, size=(64, 48))),
+            "bad": write_bad_files(d / "bad")}
+
+
+def run(reader, path, spec=SPEC, chunk=16):
+    events = list(sample_video(get_reader(reader), path, spec, chunk))
+    assert events[0][0] == "meta" and all(e[0] == "frames" for e in events[1:])
+    assert [e[1] for e in events[1:]] == list(np.cumsum([0] + [len(e[2]) for e in events[1:-1]]))
+    return events[0][1], events[0][2], np.concatenate([e[2] for e in events[1:]])
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("kind", ["cfr", "vfr"])
+def test_timestamps_and_duration(videos, reader, kind):
+    path, written = videos[kind]
+    with get_reader(reader).open(path) as video:
+        np.testing.assert_allclose(video.timestamps, written, atol=2e-3)
+        if kind == "cfr":
+            assert video.duration == pytest.approx(12.0, abs=1e-3)
+        else:  # the end of the last frame: its pts + the duration the muxer gave it
+            assert written[-1] < video.duration <= written[-1] + 0.05
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("kind", ["cfr", "vfr"])
+def test_sampled_frames_are_the_frames_on_screen_inside_their_window(videos, reader, kind):
+    path, written = videos[kind]
+    windows, duration, frames = run(reader, path)
+    expected_windows = [[0, 5], [5, 10], [10, 12]] if kind == "cfr" else [[0, 5], [5, 10]]
+    np.testing.assert_allclose(windows, expected_windows, atol=2e-3)
+    assert frames.shape == (len(windows), 4, 32, 32, 3) and frames.dtype == np.uint8
+    got = np.array([[frame_index(f) for f in seg] for seg in frames])
+    assert (got == frame_indices(written, sample_times(windows, 4))).all()
+    shown = written[got]
+    assert ((shown >= windows[:, :1] - 0.1) & (shown < windows[:, 1:])).all()
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_sampling_is_deterministic_and_independent_of_chunking(videos, reader):
+    path = videos["cfr"][0]
+    a = run(reader, path, chunk=16)[2]
+    b = run(reader, path, chunk=1)[2]
+    assert np.array_equal(a, b)
+    if reader != "pyav":
+        assert np.array_equal(a, run("pyav", path)[2])  # all readers decode the same pixels
+
+
+def test_overlapping_windows_share_frames(videos):
+    spec = SamplingSpec(segment_seconds=5, stride_seconds=2.5, min_last_seconds=1.0, frames_per_segment=4,
+                        frame_size=32)
+    windows, _, frames = run("pyav", videos["cfr"][0], spec, chunk=3)
+    np.testing.assert_allclose(windows, [[0, 5], [2.5, 7.5], [5, 10], [7.5, 12]])
+    got = np.array([[frame_index(f) for f in seg] for seg in frames])
+    assert (got == frame_indices(videos["cfr"][1], sample_times(windows, 4))).all()
+
+
+def test_resize_and_center_crop():
+    frame = np.zeros((40, 80, 3), np.uint8)
+    frame[:, :10] = frame[:, -10:] = 255  # white side bars, 5 px after scaling, 10 px are cropped
+    center = transform_frame(frame, SamplingSpec(frame_size=20, crop="center"))
+    squash = transform_frame(frame, SamplingSpec(frame_size=20, crop="resize"))
+    assert center.shape == squash.shape == (20, 20, 3)
+    assert center.max() == 0  # the short side is scaled to 20, the bars are cropped away
+    assert squash[:, 0].min() == 255 and squash[:, -1].min() == 255 and squash[:, 10].max() == 0
+
+
+BAD = {"empty": "cannot open", "not_a_video": "cannot open", "garbage": "cannot open",
+       "audio_only": "video stream", "truncated": "cannot open", "truncated_faststart": "truncated",
+       "fails_mid_decode": "decod", "too_short": "zero windows"}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_files_raise_decode_errors_with_a_reason(videos, reader, kind):
+    events = []
+    with pytest.raises(DecodeError, match=BAD[kind]):
+        for event in sample_video(get_reader(reader), videos["bad"][kind], SamplingSpec(frames_per_segment=4,
+                                                                                       frame_size=32), 1):
+            events.append(event[0])
+    if kind == "fails_mid_decode":  # it opened, was cut into windows, then decoding failed
+        assert events[:1] == ["meta"]
+
+
+@pytest.mark.skipif(not HAVE_DECORD, reason="decord has x86-64 wheels only")
+def test_auto_reader_falls_back_to_pyav_where_decord_fails(tmp_path):
+    path = tmp_path / "w48.mp4"  # decord 0.6 cannot batch-decode 48-pixel-wide frames
+    written = write_video(path, seconds=6, fps=10, size=(48, 40))
+    with pytest.raises(DecodeError, match="decoding frames"):
+        run("decord", path)
+    windows, _, frames = run("auto", path)
+    got = np.array([[frame_index(f) for f in seg] for seg in frames])
+    assert (got == frame_indices(written, sample_times(windows, 4))).all()
+    assert np.array_equal(frames, run("pyav", path)[2])
+
+
+def test_reader_selection(tmp_path):
+    assert get_reader("auto").name == ("decord+pyav" if HAVE_DECORD else "pyav")
+    plugin = tmp_path / "my_reader.py"
+    plugin.write_text("from preprocessing.readers import PyAVReader\nclass Mine(PyAVReader):\n    name = 'mine'\n")
+    assert get_reader(f"{plugin}:Mine").name == "mine"
+    assert get_reader("preprocessing.readers:PyAVReader").name == "pyav"
+    with pytest.raises(ValueError, match="unknown --reader"):
+        get_reader("opencv")
+    with pytest.raises(ValueError, match="no class"):
+        get_reader(f"{plugin}:Missing")
