@@ -91,6 +91,15 @@ def load_pretrained(path: str | Path, device="cpu", input_dim: int | None = None
     return model, ckpt
 
 
+def check_store_encoder(ckpt: dict, manifest: dict, path, store_name: str) -> None:
+    """Refuse a store made by another short-video encoder than the checkpoint's pretraining data
+    (equal dims are not enough: two encoders' spaces do not mean the same thing)."""
+    encoder = (ckpt.get("data") or {}).get("encoder")
+    if encoder is not None and encoder != manifest["encoder"]:
+        raise CheckpointError(f"{path} was pretrained on {encoder!r} embeddings but the store {store_name} "
+                              f"holds {manifest['encoder']!r} ones")
+
+
 # --- RNG state as tensors / plain types ---------------------------------------------------------
 def get_rng_state() -> dict:
     np_state = np.random.get_state()
