@@ -1,0 +1,137 @@
+"""LV-MAE as a feature extractor for long videos (paper Fig. 1: "used to extract high-level
+representations for long-video downstream tasks").
+
+Stores + ``--checkpoint`` -> per-video representations in ``--output_dir``:
+
+  cls.npy      float32 [V, E]   the [CLS] token
+  mean.npy     float32 [V, E]   the mean of the video's segment tokens (never [CLS] or padding)
+  tokens.npy   float32 [T, E]   with --all_tokens: every segment's token, videos back to back
+  index.csv    video_id, store, num_segments, num_windows, token_offset  (row i = row i of the arrays;
+               video i's tokens are tokens[token_offset : token_offset + num_segments])
+  meta.json    checkpoint, encoder, dims, the long-video policy; written last
+
+Videos of any length, never truncated. Up to ``max_len`` segments (the checkpoint's, or
+``--num_patches``) a video is one window and its features are exactly the encoder's unmasked
+output (``model.forward_features``). A longer video follows the sliding-window policy of
+``util.long_video`` (the same one the probes use): windows of ``max_len`` segments every
+``--window_stride`` segments (default ``max_len // 2``, the last window aligned to the end);
+each segment takes its token from the one window whose centre is nearest (so every segment
+appears exactly once); ``[CLS]`` is the mean of the windows' ``[CLS]`` weighted by how many
+segments each window owns; ``mean`` averages the per-segment tokens.
+
+Arrays are filled chunk by chunk (``--chunk_videos``) in memory-mapped temporary files and
+renamed into place when complete, so memory stays bounded and a killed run leaves no partial
+array under a final name.
+
+    python extract_features.py --data_path STORE --checkpoint CKPT --output_dir FEATURES [--all_tokens]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from datasets.store import EmbeddingStore, atomic_write_text
+from util.checkpoint import check_store_encoder, load_pretrained
+from util.long_video import encode_videos, window_starts
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("LV-MAE long-video feature extraction", add_help=False)
+    p.add_argument("--data_path", nargs="+", required=True, help="embedding store(s), or a .txt file listing them")
+    p.add_argument("--checkpoint", required=True, help="the pretrained LV-MAE checkpoint")
+    p.add_argument("--output_dir", required=True, help="where cls.npy, mean.npy, tokens.npy and index.csv go")
+    p.add_argument("--all_tokens", action="store_true", help="also write every segment's token (tokens.npy)")
+    p.add_argument("--batch_size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--window_stride", type=int, default=None,
+                   help="segments between window starts for videos longer than max_len (default max_len // 2)")
+    p.add_argument("--num_patches", type=int, default=None,
+                   help="window length in segments: at least the checkpoint's max_len (the default); positions "
+                        "are recomputed, so longer windows work")
+    p.add_argument("--chunk_videos", type=int, default=1024, help="videos encoded per pass (bounds memory)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"),
+                   help="bf16 autocast: auto = on CUDA only")
+    return p
+
+
+def _open_tmp(path: Path, shape) -> tuple[np.memmap, Path]:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape), tmp
+
+
+def _publish(arr: np.memmap, tmp: Path, path: Path) -> None:
+    arr.flush()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = parser.parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = EmbeddingStore(args.data_path)
+    store_name = ", ".join(map(str, store.roots))
+    model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
+    check_store_encoder(ckpt, store.manifest, args.checkpoint, store_name)
+    max_len = model.max_len  # max(--num_patches, the checkpoint's): the same windows as the probes use
+    if args.window_stride is not None and not 0 < args.window_stride <= max_len:
+        parser.error(f"--window_stride {args.window_stride} must be in [1, {max_len}] (the window length)")
+    amp = torch.bfloat16 if args.amp == "bf16" or (args.amp == "auto" and torch.device(args.device).type == "cuda") \
+        else None
+
+    vids = store.video_ids
+    lengths = store.lengths(vids)
+    num_windows = np.array([len(window_starts(int(n), max_len, args.window_stride)) for n in lengths])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    E = model.embed_dim
+    print(f"{len(vids)} videos, {int(offsets[-1])} segments, {int((lengths > max_len).sum())} longer than "
+          f"max_len={max_len} (sliding windows, stride {args.window_stride or max(1, max_len // 2)}): "
+          f"{int(num_windows.sum())} windows; features {E}-d")
+
+    arrays = {"cls": _open_tmp(out / "cls.npy", (len(vids), E)), "mean": _open_tmp(out / "mean.npy", (len(vids), E))}
+    if args.all_tokens:
+        arrays["tokens"] = _open_tmp(out / "tokens.npy", (int(offsets[-1]), E))
+    try:
+        for a in tqdm(range(0, len(vids), args.chunk_videos), desc="video chunks", unit="chunk",
+                      disable=len(vids) <= args.chunk_videos):
+            b = min(a + args.chunk_videos, len(vids))
+            feats = encode_videos(model, store, vids[a:b], batch_size=args.batch_size, device=args.device,
+                                  stride=args.window_stride, amp_dtype=amp)
+            arrays["cls"][0][a:b] = feats.cls
+            arrays["mean"][0][a:b] = feats.mean()
+            if args.all_tokens:
+                arrays["tokens"][0][offsets[a]:offsets[b]] = feats.tokens
+        for name, (arr, tmp) in arrays.items():
+            _publish(arr, tmp, out / f"{name}.npy")
+    finally:
+        for _, tmp in arrays.values():
+            tmp.unlink(missing_ok=True)
+
+    entries = [store.entry(v) for v in vids]
+    index = pd.DataFrame({"video_id": [e.video_id for e in entries], "store": [str(store.roots[e.store]) for e in entries],
+                          "num_segments": lengths, "num_windows": num_windows, "token_offset": offsets[:-1]})
+    atomic_write_text(out / "index.csv", index.to_csv(index=False))
+    meta = {"checkpoint": str(args.checkpoint), "encoder": store.manifest["encoder"], "input_dim": store.dim,
+            "embed_dim": E, "num_videos": len(vids), "num_segments": int(offsets[-1]), "max_len": max_len,
+            "window_stride": args.window_stride or max(1, max_len // 2), "all_tokens": bool(args.all_tokens),
+            "policy": "sliding windows of max_len segments; each segment's token from the window with the nearest "
+                      "centre; [CLS] = mean of window [CLS] weighted by owned segments; mean = mean of segment tokens",
+            "stores": [str(r) for r in store.roots]}
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {', '.join(f'{k}.npy' for k in arrays)}, index.csv and meta.json to {out}")
+    return meta
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
