@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def check_resume(out: Path, manifest: dict) -> None:
                              f"{manifest.get(key)!r}: rerun with the store's settings, or use another --out")
 
 
+def _stop_on_sigterm(signum, frame):
+    # Schedulers (SLURM preemption, Kubernetes) send SIGTERM: stop like Ctrl-C, committing every
+    # finished video, instead of dying with the writer's buffer.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args) -> dict:
     import torch
 
@@ -146,12 +153,15 @@ def run(args) -> dict:
     extraction = Extraction(encoder, writer, spec, args.reader, num_workers=workers, batch_size=args.batch_size,
                             commit_interval=args.commit_interval, decode_timeout=args.decode_timeout,
                             progress=not args.no_progress and rank == 0)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with writer:
             counts = extraction.run(todo)
     except KeyboardInterrupt:
         print("interrupted: every finished video was committed; rerun the same command to finish the rest")
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = dict(counts, skipped=skipped, writer=writer_id, encoder=encoder.name, reader=reader,
                    device=str(device), workers=workers, batch_size=args.batch_size, args=vars(args))
     log = out / "logs" / f"extract-{writer_id}-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -81,6 +81,8 @@ class Extraction:
 
     def run(self, videos) -> dict:
         """``videos``: DataFrame with ``video_id``, ``path``. Returns the run's counts and rates."""
+        if len(videos) == 0:  # everything already committed: no workers to start
+            return dict(self.counts, decoder_restarts=0, seconds=0.0, videos_per_s=0.0, segments_per_s=0.0)
         jobs = (Job(i, vid, path) for i, (vid, path) in enumerate(zip(videos.video_id, videos.path)))
         self._queue = SegmentQueue()
         self._videos: dict[int, _Video] = {}

@@ -87,7 +87,7 @@ def test_resize_and_center_crop():
 
 
 BAD = {"empty": "cannot open", "not_a_video": "cannot open", "garbage": "cannot open",
-       "audio_only": "video stream", "truncated": "cannot open", "truncated_faststart": "truncated",
+       "audio_only": "video stream", "truncated": "cannot open", "truncated_faststart": "truncated|cannot open",
        "fails_mid_decode": "decod", "too_short": "zero windows"}
 
 
