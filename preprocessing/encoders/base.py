@@ -70,7 +70,7 @@ class SegmentEncoder:
 
     def preprocess(self, frames) -> torch.Tensor:
         """uint8 ``[B, T, S, S, 3]`` -> normalised ``[B, T, 3, S, S]`` in the model's dtype."""
-        x = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames)
+        x = frames if torch.is_tensor(frames) else torch.from_numpy(np.ascontiguousarray(frames))
         expected = (self.frames_per_segment, self.frame_size, self.frame_size, 3)
         if x.dtype != torch.uint8 or x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"{self.name}: frames must be uint8 [B, {', '.join(map(str, expected))}], "

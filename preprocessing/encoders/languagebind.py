@@ -25,7 +25,8 @@ from preprocessing.encoders.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Segme
 
 def import_languagebind_video():
     """``(LanguageBindVideoConfig, LanguageBindVideo, LanguageBindVideoTokenizer)`` without
-    running ``languagebind/__init__.py``."""
+    running ``languagebind/__init__.py``. Side effect: ``languagebind`` stays a bare package in
+    ``sys.modules`` for this process (its top-level classes are not importable afterwards)."""
     for name in ("languagebind", "languagebind.video"):
         if name in sys.modules:
             continue
