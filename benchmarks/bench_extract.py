@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from preprocessing.decode import SamplingSpec, sample_video  # noqa: E402
 from preprocessing.pool import DecodePool, Job  # noqa: E402
 from preprocessing.readers import get_reader  # noqa: E402
-from preprocessing.synthetic_videos import write_video  # noqa: E402
+from preprocessing.synthetic_videos import parse_size, write_video  # noqa: E402
 
 SPEC = SamplingSpec(frames_per_segment=8, frame_size=224, crop="center", interpolation="bicubic")
 
@@ -85,15 +85,10 @@ def bench_extract(paths, work: Path, num_workers, batch_size) -> dict:
     return {k: summary[k] for k in ("segments", "seconds", "segments_per_s", "videos_per_s")}
 
 
-def _size(text):
-    w, _, h = text.partition("x")
-    return int(w), int(h)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, nargs="+", default=[20.0, 60.0], help="video lengths")
-    p.add_argument("--sizes", type=_size, nargs="+", default=[(320, 240), (1280, 720)], help="frame sizes WxH")
+    p.add_argument("--sizes", type=parse_size, nargs="+", default=[(320, 240), (1280, 720)], help="frame sizes WxH")
     p.add_argument("--crf", type=int, default=23, help="x264 quality of the generated videos")
     p.add_argument("--num_workers", type=int, default=2, help="decode workers for the pool / extract runs")
     p.add_argument("--batch_size", type=int, default=64, help="encoder batch for the extract run")

@@ -9,10 +9,10 @@
     python -m preprocessing.extract videos/ ... --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
 
 Each video is opened once and decoded forward once in a supervised worker process (decord, with
-PyAV taking over the videos decord fails on; ``--reader pyav`` for PyAV only); ``T`` frames sampled uniformly inside every window are resized /
-centre-cropped for the encoder, segments of several videos are batched together, and a
-video's vectors are committed to the store only when all of its segments are embedded.
-Failures (unreadable, truncated, audio-only, failing mid-decode, crashing the decoder, zero
+PyAV taking over the videos decord fails on; ``--reader pyav`` for PyAV only); ``T`` frames
+sampled uniformly inside every window are resized / centre-cropped for the encoder, segments of
+several videos are batched together, and a video's vectors are committed to the store only when
+all of its segments are embedded. Failures (unreadable, truncated, audio-only, failing mid-decode, crashing the decoder, zero
 windows) go to ``failures-*.csv`` and the run goes on. A rerun of the same command skips every
 committed (and failed, unless ``--retry_failed``) video; a killed run leaves no partial commit.
 When a retried failure succeeds, its old failures row stays and the index row wins: it is a
@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 from preprocessing.encoders import BACKENDS
-from preprocessing.readers import READERS
-from preprocessing.video_list import VIDEO_EXTENSIONS
+from preprocessing.readers import READERS, VIDEO_EXTENSIONS
 
 # Manifest keys that must not change between runs writing one store (beyond what StoreWriter checks).
 RESUME_KEYS = ("min_last_seconds", "frames_per_segment", "frame_size", "crop", "interpolation", "mean", "std",
@@ -58,7 +57,8 @@ def get_args_parser():
     p.add_argument("--batch_size", type=int, default=64, help="segments per encoder batch (mixing videos)")
     p.add_argument("--num_workers", type=int, default=None,
                    help="decode worker processes per rank (default: CPUs per rank - 1, between 1 and 8)")
-    p.add_argument("--device", default=None, help="encoder device (default: cuda:LOCAL_RANK if CUDA is available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="encoder device (default: cuda:LOCAL_RANK if CUDA is available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
                    help="encoder precision (auto: float16 on GPU, float32 on CPU)")
     p.add_argument("--store_dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")

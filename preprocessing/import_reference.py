@@ -57,7 +57,8 @@ def _segment_paths(literal: str, csv: Path, line: int) -> list[str]:
     try:
         value = ast.literal_eval(literal)
     except (ValueError, SyntaxError):
-        raise ReferenceFormatError(f"{csv} line {line}: segment_paths is not a Python list literal: {literal[:80]!r}") from None
+        raise ReferenceFormatError(f"{csv} line {line}: segment_paths is not a Python list literal: "
+                                   f"{literal[:80]!r}") from None
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ReferenceFormatError(f"{csv} line {line}: segment_paths must be a list of file paths")
     return list(value)
@@ -92,7 +93,8 @@ def videos_from_csvs(csvs, root: Path) -> tuple[dict[str, list[Path]], pd.DataFr
     labels = pd.DataFrame(labels, columns=["video_id", "label", "label_name", "csv"])
     clash = labels.groupby("video_id")["label"].nunique()
     if (clash > 1).any():
-        raise ReferenceFormatError(f"video {clash.index[clash > 1][0]!r} has different labels in {', '.join(map(str, csvs))}")
+        raise ReferenceFormatError(f"video {clash.index[clash > 1][0]!r} has different labels in "
+                                   f"{', '.join(map(str, csvs))}")
     # A video split over several rows may list a segment twice.
     segments = {vid: list(dict.fromkeys(paths)) for vid, paths in segments.items()}
     return segments, labels.drop_duplicates("video_id").drop(columns="csv")
@@ -220,7 +222,8 @@ def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReferenceFormatError(f"{path} cannot be loaded safely (weights only, plus argparse.Namespace): {first}") from None
+        raise ReferenceFormatError(f"{path} cannot be loaded safely (weights only, plus argparse.Namespace): "
+                                   f"{first}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ReferenceFormatError(f"{path} is not a pretraining checkpoint (no 'model' state dict)")
     args = ckpt.get("args")

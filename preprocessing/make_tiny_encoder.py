@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("languagebind", "clip", "internvideo2")
 CODE_FILE = "modeling_tiny_internvideo2.py"
 
 
@@ -91,6 +90,7 @@ def make_internvideo2(out: Path, dim: int, image_size: int, frames: int) -> None
 
 
 MAKERS = {"languagebind": make_languagebind, "clip": make_clip, "internvideo2": make_internvideo2}
+BACKENDS = tuple(MAKERS)  # the same names as preprocessing.encoders.BACKENDS
 
 
 def make_tiny_encoder(backend: str, out, dim: int = 32, image_size: int = 32, frames: int = 8,

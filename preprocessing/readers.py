@@ -15,8 +15,9 @@ frame rates are handled. Whatever goes wrong inside a file is raised as ``Decode
 one-line reason; a crash *inside* the decoder library is the worker pool's business
 (``preprocessing.pool``).
 
-``auto`` (the default) is decord with PyAV as a per-video fallback. ``--reader`` also accepts ``module:Class`` or ``path/to/file.py:Class`` (a class with
-``open(path)``), e.g. for a storage system or, in the tests, a reader that aborts its process.
+``auto`` (the default) is decord with PyAV as a per-video fallback. ``--reader`` also accepts
+``module:Class`` or ``path/to/file.py:Class`` (a class with ``open(path)``), e.g. for a
+storage system or, in the tests, a reader that aborts its process.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from typing import Iterator
 import numpy as np
 
 READERS = ("auto", "decord", "pyav")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
+                    ".ts", ".3gp")
 
 
 class DecodeError(Exception):

@@ -108,7 +108,8 @@ def write_bad_files(out, size=(64, 48)) -> dict[str, Path]:
     return paths
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` -> ``(1280, 720)``."""
     w, _, h = text.partition("x")
     return int(w), int(h)
 
@@ -119,7 +120,7 @@ def get_args_parser():
     p.add_argument("--seconds", type=float, nargs="+", default=[12.0, 31.0, 64.0],
                    help="length of each video (one video per value)")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate")
-    p.add_argument("--size", type=_size, default=(320, 240), help="frame size WxH (even numbers)")
+    p.add_argument("--size", type=parse_size, default=(320, 240), help="frame size WxH (even numbers)")
     p.add_argument("--crf", type=int, default=0, help="x264 quality (0 = lossless)")
     p.add_argument("--bad", action="store_true", help=f"also write one bad file of each kind: {', '.join(BAD_KINDS)}")
     return p

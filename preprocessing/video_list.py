@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
-                    ".ts", ".3gp")
+from preprocessing.readers import VIDEO_EXTENSIONS
 
 
 class VideoListError(ValueError):
