@@ -50,7 +50,7 @@ from models_lvmae import MASKINGS, make_mask
 from util.baselines import linear_interpolation, nearest_visible
 from util.checkpoint import check_store_encoder, load_pretrained
 from util.report import SegmentView, VideoView, markdown_table, read_thumbnails, write_html, write_png
-from util.retrieval import KS, agreement, retrieve, summarize
+from util.retrieval import KS, Retrieval, agreement, retrieve, summarize
 
 ORIGINAL = "original"
 METHODS = (ORIGINAL, "LV-MAE", "nearest visible", "linear interpolation")
@@ -142,7 +142,7 @@ def evaluate(rec: dict, targets: torch.Tensor, gallery: torch.Tensor, topk: int)
     rows = []
     for m in METHODS:
         r = rets[m]
-        sub = type(r)(r.indices[scored], r.scores[scored], r.ranks[scored])
+        sub = Retrieval(r.indices[scored], r.scores[scored], r.ranks[scored])
         s = summarize(sub, targets[sel][scored], KS)
         row = {"method": m, **{f"R@{k}": 100 * s[f"R@{k}"] for k in KS}, "median rank": s["median_rank"]}
         if m != ORIGINAL:
@@ -216,8 +216,9 @@ def main(argv=None):
     starts = [choose_window(int(n[i]), max_len, args.seed, v) for i, v in enumerate(vids)]
     stops = [s + min(int(n[i]), max_len) for i, s in enumerate(starts)]
     windowed = sum(int(n[i]) > max_len for i in range(len(vids)))
-    print(f"{len(vids)} videos, {int(sum(stops) - sum(starts))} segments ({windowed} videos longer than "
-          f"{max_len} segments: a seeded random window of {max_len} is evaluated); caption gallery: "
+    long_note = f"; {windowed} longer than max_len={max_len}: a seeded random window of {max_len} segments" \
+        if windowed else ""
+    print(f"{len(vids)} videos, {int(sum(stops) - sum(starts))} segments evaluated{long_note}; caption gallery: "
           f"{len(db.texts)} distinct captions ({db.encoder})")
 
     rec = reconstruct(model, store, vids, starts, stops, args)
