@@ -10,7 +10,8 @@ A video is written only after its worker reported the end of the video *and* eve
 its segments is embedded; a decode failure (or crash, or timeout) at any point drops whatever
 was queued or embedded for it and records the reason instead. Memory is bounded: the main
 process stops reading from the workers while a full batch is waiting, and workers block on
-their pipes meanwhile.
+their pipes meanwhile. A partial batch is embedded when the decoders fall silent for
+``IDLE_FLUSH_S`` (and at the end), so a slow or stuck video never holds back finished ones.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from datasets.store import StoreError, StoreWriter
 from preprocessing.decode import SamplingSpec
 from preprocessing.pool import DecodePool, Job
+
+IDLE_FLUSH_S = 0.5  # a partial batch is encoded when no decoder has sent anything for this long
 
 
 @dataclass
@@ -106,7 +109,12 @@ class Extraction:
                 elif not decoding and exhausted:
                     break
                 else:
-                    for event in pool.events(timeout=1.0):
+                    events = pool.events(timeout=IDLE_FLUSH_S if self._queue.size else 1.0)
+                    if not events and self._queue.size:
+                        # The decoders are slow (a long or stuck video): embed what is waiting
+                        # rather than hold finished videos back for a full batch.
+                        self._encode_batch()
+                    for event in events:
                         self._handle(event)
             self.counts["decoder_restarts"] = pool.num_restarts
         elapsed = time.monotonic() - self._start

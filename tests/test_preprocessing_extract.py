@@ -3,6 +3,10 @@ with tiny randomly initialised CLIP / LanguageBind / InternVideo2 models, runnin
 loading, decoding (worker processes), batching and writing code."""
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +20,9 @@ from preprocessing.pipeline import Extraction
 from preprocessing.readers import get_reader
 from preprocessing.synthetic_videos import write_bad_files, write_video
 
-pytestmark = pytest.mark.slow  # decode worker processes
+# Every model here is a local directory; transformers is imported lazily, after this line.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.slow  # decode worker processes, one subprocess
 GOOD = {"a": 12.0, "b": 31.0, "c": 7.0, "sub/d": 16.0}  # seconds; 2, 6, 1, 3 windows (min_last 2.5)
 
 
@@ -149,15 +155,48 @@ def test_resume_after_an_interrupted_run_gives_the_same_store(corpus, reference,
     assert_same_store(contents(out), contents(reference[0]))
 
 
-def test_two_ranks_make_one_store(corpus, reference, tmp_path, monkeypatch):
+@pytest.mark.parametrize("split", ["shards", "ranks"])
+def test_two_shards_or_two_ranks_make_one_store(corpus, reference, tmp_path, monkeypatch, split):
     out = tmp_path / "store"
     done = 0
-    for rank in (0, 1):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        done += run(corpus, out, "--num_workers", "1")["done"]
+    for i in (0, 1):
+        if split == "ranks":  # what torchrun sets
+            monkeypatch.setenv("RANK", str(i))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+        done += run(corpus, out, "--num_workers", "1", *(["--shard", f"{i}/2"] if split == "shards" else []))["done"]
     assert done == len(GOOD)
-    assert len(list(out.glob("index-r0of2_*.csv"))) == len(list(out.glob("index-r1of2_*.csv"))) == 1
+    writers = ("r0of1_s0of2", "r0of1_s1of2") if split == "shards" else ("r0of2_s0of1", "r1of2_s0of1")
+    assert all(len(list(out.glob(f"index-{w}-*.csv"))) == 1 for w in writers)
+    assert_same_store(contents(out), contents(reference[0]))
+
+
+def test_a_killed_run_leaves_a_valid_store_and_a_rerun_completes_it(corpus, reference, tmp_path):
+    """A real SIGKILL of the whole process group in the middle of a run."""
+    reader = tmp_path / "slow_reader.py"
+    reader.write_text("import os, time\nfrom preprocessing.readers import PyAVReader\n"
+                      "class SlowReader(PyAVReader):\n"
+                      "    def open(self, path):\n"
+                      "        if os.path.basename(path) == 'c.mp4':\n            time.sleep(600)\n"
+                      "        return super().open(path)\n")
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "preprocessing.extract", str(corpus["videos"]), "--encoder", "clip",
+           "--checkpoint", str(corpus["models"]["clip"]), "--out", str(out), "--store_dtype", "float32",
+           "--num_workers", "1", "--commit_interval", "0", "--reader", f"{reader}:SlowReader", "--no_progress"]
+    proc = subprocess.Popen(cmd, cwd=os.getcwd(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        deadline = time.monotonic() + 120
+        while not {"a", "b"} <= (committed_ids(out) if (out / "manifest.json").exists() else set()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before committing"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its decode worker and the fork server
+        proc.wait()
+    killed = committed_ids(out)
+    assert "c" not in killed and "sub/d" not in killed
+    assert sorted(EmbeddingStore(out).video_ids) == ["a", "b"]  # opens: no partial commit is visible
+    summary = run(corpus, out, "--num_workers", "1")
+    assert summary["skipped"] == len(killed) and summary["done"] == 2
     assert_same_store(contents(out), contents(reference[0]))
 
 
