@@ -141,7 +141,7 @@ class Extraction:
 
     def _encode_batch(self) -> None:
         frames, parts = self._queue.take(self.batch_size)
-        vectors = self.encoder.encode_video(frames).cpu().numpy()
+        vectors = self.encoder.encode_video(frames).numpy()
         offset = 0
         for video, start, count in parts:
             video.vectors[start:start + count] = vectors[offset:offset + count]

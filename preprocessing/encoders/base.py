@@ -6,6 +6,8 @@ resize / crop it was trained with, mean / std) and exposes::
     encode_video(frames)  uint8 [B, T, S, S, 3] (decoded, resized, cropped)  ->  float32 [B, D]
     encode_text(texts)    list[str]                                         ->  float32 [N, D]
 
+Both return CPU tensors whatever the model's device (callers go on to numpy / the store).
+
 ``name`` is ``"<backend>:<checkpoint directory name>"``: what the store's manifest records and
 what decides whether two stores may be mixed (DESIGN.md).
 """
@@ -80,15 +82,15 @@ class SegmentEncoder:
 
     @torch.no_grad()
     def encode_video(self, frames) -> torch.Tensor:
-        """uint8 ``[B, T, S, S, 3]`` -> float32 ``[B, D]`` (on the encoder's device)."""
-        return self._forward(self.preprocess(frames)).float()
+        """uint8 ``[B, T, S, S, 3]`` -> float32 ``[B, D]`` on the CPU."""
+        return self._forward(self.preprocess(frames)).float().cpu()
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """``N`` captions -> float32 ``[N, D]`` in the same space as ``encode_video``."""
+        """``N`` captions -> float32 ``[N, D]`` on the CPU, in the same space as ``encode_video``."""
         if not self.has_text:
             raise EncoderError(f"{self.name} has no text tower")
-        return self._encode_text(list(texts)).float()
+        return self._encode_text(list(texts)).float().cpu()
 
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
