@@ -157,7 +157,7 @@ class EmbeddingStore:
         self._shards: dict[tuple[int, str], np.ndarray] = {}
         self._times: dict[tuple[int, str], np.ndarray | None] = {}
         entries: list[_Entry] = []
-        self.failures = pd.DataFrame(columns=["store"] + FAILURE_COLUMNS)
+        self.failures = pd.DataFrame(columns=["store"] + FAILURE_COLUMNS)  # videos that gave no vector
         failures = []
         for s, root in enumerate(self.roots):
             entries.extend(self._read_indexes(s, root))
@@ -167,6 +167,11 @@ class EmbeddingStore:
                 failures.append(df)
         if failures:
             self.failures = pd.concat(failures, ignore_index=True)
+        # A failure later extracted with --retry_failed keeps its old row; the index wins.
+        done = {(str(self.roots[e.store]), e.video_id) for e in entries}
+        if len(self.failures):
+            still = [(s, v) not in done for s, v in zip(self.failures["store"], self.failures["video_id"])]
+            self.failures = self.failures[still].reset_index(drop=True)
         if not entries:
             raise StoreError(f"embedding store {', '.join(map(str, self.roots))} holds no video "
                              "(no committed index-*.csv)")

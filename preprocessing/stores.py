@@ -26,9 +26,9 @@ from datasets.store import EmbeddingStore, StoreError, atomic_write_text, check_
 
 
 def describe(store: EmbeddingStore) -> tuple[dict, pd.DataFrame]:
-    """One store's summary row and its failures that were not extracted later."""
+    """One store's summary row and its failures (EmbeddingStore drops those extracted later)."""
     root = store.roots[0]
-    failures = store.failures[~store.failures.video_id.isin(store.video_ids)]
+    failures = store.failures
     m = store.manifest
     row = {"store": str(root), "encoder": m["encoder"], "dim": m["dim"], "dtype": m["dtype"],
            "segment_s": m["segment_seconds"], "stride_s": m["stride_seconds"], "videos": len(store),

@@ -53,6 +53,9 @@ def test_round_trip(tmp_path):
     assert store.failures.video_id.tolist() == ["broken"]
     assert committed_ids(tmp_path) == {"NA", "0123", "a,b", "broken"}
     assert committed_ids(tmp_path, include_failures=False) == {"NA", "0123", "a,b"}
+    with StoreWriter(tmp_path, "retry", manifest()) as w:  # --retry_failed succeeds later
+        w.add("broken", vecs(2), 10.0, "/v/broken.mp4")
+    assert EmbeddingStore(tmp_path).failures.empty  # the index wins over the old failure row
 
 
 def test_normalized_manifest_is_not_renormalized(tmp_path):
