@@ -119,7 +119,8 @@ def main(argv=None):
             tmp.unlink(missing_ok=True)
 
     entries = [store.entry(v) for v in vids]
-    index = pd.DataFrame({"video_id": [e.video_id for e in entries], "store": [str(store.roots[e.store]) for e in entries],
+    index = pd.DataFrame({"video_id": [e.video_id for e in entries],
+                          "store": [str(store.roots[e.store]) for e in entries],
                           "num_segments": lengths, "num_windows": num_windows, "token_offset": offsets[:-1]})
     atomic_write_text(out / "index.csv", index.to_csv(index=False))
     meta = {"checkpoint": str(args.checkpoint), "encoder": store.manifest["encoder"], "input_dim": store.dim,

@@ -1,7 +1,6 @@
 """Caption-retrieval metrics on hand-built cases with known answers."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
