@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from datasets.store import EmbeddingStore, _atomic_write_bytes, atomic_write_text
+from datasets.store import EmbeddingStore, atomic_write_bytes, atomic_write_text
 
 FORMAT = "lvmae-captions/1"
 
@@ -122,7 +122,7 @@ def texts_hash(texts) -> str:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    _atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
+    atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dict, out: str | Path,

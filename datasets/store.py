@@ -78,7 +78,7 @@ def read_manifest(root: str | Path) -> dict:
     return manifest
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
+def atomic_write_bytes(path: Path, write) -> None:
     """Write through ``<path>.tmp-<pid>`` + fsync + rename, so ``path`` is whole or absent."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -89,7 +89,7 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
 
 def expand_data_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -416,11 +416,11 @@ class StoreWriter:
         if self._rows:
             shard = f"{part}.npy"
             data = np.concatenate(self._vectors)
-            _atomic_write_bytes(self.root / "shards" / shard, lambda f: np.save(f, data))
+            atomic_write_bytes(self.root / "shards" / shard, lambda f: np.save(f, data))
             if any(t is not None for t in self._times):
                 times = np.concatenate([t if t is not None else np.full((len(v), 2), np.nan, np.float32)
                                         for t, v in zip(self._times, self._vectors)])
-                _atomic_write_bytes(self.root / "shards" / f"{part}.times.npy", lambda f: np.save(f, times))
+                atomic_write_bytes(self.root / "shards" / f"{part}.times.npy", lambda f: np.save(f, times))
             index = pd.DataFrame(self._rows).assign(shard=shard)[INDEX_COLUMNS]
             atomic_write_text(self.root / f"index-{part}.csv", index.to_csv(index=False))
             self.num_committed += len(self._rows)

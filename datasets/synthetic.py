@@ -37,6 +37,8 @@ Outputs in ``--out``:
   ``latents.csv`` (every video's latents, for analysis).
 
     python -m datasets.synthetic --out data/synthetic
+    # in a video-text encoder's space (prototypes = its text tower's caption embeddings):
+    python -m datasets.synthetic --out data/synthetic_clip --text_encoder clip --text_checkpoint DIR
 """
 from __future__ import annotations
 
@@ -98,12 +100,21 @@ def get_args_parser():
                    help="optional .npy [K, D] scene prototypes (e.g. a text tower's caption embeddings)")
     p.add_argument("--scene_captions", default=None,
                    help="optional text file, one caption per scene (K lines; required with --prototypes)")
+    p.add_argument("--text_encoder", default=None, choices=["languagebind", "clip", "internvideo2"],
+                   help="build the prototypes from this backend's text tower: the embeddings of the scene "
+                        "captions (--scene_captions, or the built-in ones); the store then lives in that "
+                        "encoder's video-text space and its manifest names the encoder")
+    p.add_argument("--text_checkpoint", default=None, help="local model directory of --text_encoder")
     p.add_argument("--encoder_name", default=None,
-                   help="the manifest's encoder string (default 'synthetic:seed<seed>'); use the text tower's "
-                        "'<backend>:<name>' when --prototypes come from it")
+                   help="the manifest's encoder string (default 'synthetic:seed<seed>', or the --text_encoder's "
+                        "'<backend>:<name>'); use the text tower's name when --prototypes come from it")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return p
+
+
+def _read_captions(path) -> list[str]:
+    return [c.strip() for c in Path(path).read_text().splitlines() if c.strip()]
 
 
 def min_distance(protos: np.ndarray) -> float:
@@ -177,7 +188,15 @@ def build(args) -> dict:
         shutil.rmtree(out)
     rng = np.random.default_rng(args.seed)
 
-    if args.prototypes:
+    if args.text_encoder:
+        if args.prototypes or not args.text_checkpoint:
+            raise SystemExit("--text_encoder needs --text_checkpoint and excludes --prototypes")
+        from preprocessing.encoders import build_encoder
+        tower = build_encoder(args.text_encoder, args.text_checkpoint)
+        captions = _read_captions(args.scene_captions) if args.scene_captions else SCENE_CAPTIONS[:args.num_scenes]
+        protos = tower.encode_text(captions).double().numpy()
+        args.encoder_name = args.encoder_name or tower.name
+    elif args.prototypes:
         protos = np.load(args.prototypes, allow_pickle=False).astype(np.float64)
         if protos.ndim != 2 or protos.shape[0] < 3:
             raise SystemExit(f"--prototypes {args.prototypes}: expected [K >= 3, D], got {protos.shape}")
@@ -186,7 +205,7 @@ def build(args) -> dict:
     else:
         protos = rng.standard_normal((args.num_scenes, args.dim))
     if args.scene_captions:
-        captions = [c.strip() for c in Path(args.scene_captions).read_text().splitlines() if c.strip()]
+        captions = _read_captions(args.scene_captions)
     else:
         captions = [SCENE_CAPTIONS[k % len(SCENE_CAPTIONS)] + ("" if k < len(SCENE_CAPTIONS) else f" (variant {k // len(SCENE_CAPTIONS)})")
                     for k in range(len(protos))]

@@ -37,10 +37,9 @@ def setup(tmp_path_factory):
     # every caption carries characters HTML must escape
     scenes = [f'{c} <#{k}> & "q{k}"' for k, c in enumerate(synthetic.SCENE_CAPTIONS[:12])]
     (root / "scenes.txt").write_text("\n".join(scenes) + "\n")
-    np.save(root / "prototypes.npy", tower.encode_text(scenes).numpy())
-    corpus = root / "corpus"
-    synthetic.main(["--out", str(corpus), "--prototypes", str(root / "prototypes.npy"), "--scene_captions",
-                    str(root / "scenes.txt"), "--encoder_name", tower.name, "--num_videos", "12",
+    corpus = root / "corpus"  # prototypes = the tiny CLIP text tower's embeddings of the scene captions
+    synthetic.main(["--out", str(corpus), "--text_encoder", "clip", "--text_checkpoint", str(clip_dir),
+                    "--scene_captions", str(root / "scenes.txt"), "--num_videos", "12",
                     "--num_pretrain", "2", "--num_movies", "0"])
     db = root / "captiondb"
     captions.main(["--captions", str(corpus / "captions.csv"), "--data_path", str(corpus / "benchmark"),
@@ -58,6 +57,16 @@ def setup(tmp_path_factory):
                               "--figure_rows", "3"])
     return dict(root=root, clip_dir=clip_dir, tower=tower, corpus=corpus, db=db, ckpt=ckpt, out=out,
                 metrics=metrics)
+
+
+def test_corpus_lives_in_the_text_towers_space(setup):
+    corpus, tower = setup["corpus"], setup["tower"]
+    scenes = (setup["root"] / "scenes.txt").read_text().splitlines()
+    text = tower.encode_text(scenes).numpy()
+    np.testing.assert_allclose(np.load(corpus / "prototypes.npy"),
+                               text / np.linalg.norm(text, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    manifest = json.loads((corpus / "benchmark" / "manifest.json").read_text())
+    assert manifest["encoder"] == tower.name and manifest["dim"] == tower.dim
 
 
 class Cards(HTMLParser):
@@ -93,7 +102,7 @@ def test_caption_db_of_the_synthetic_corpus(setup):
     assert [db.texts[i] for i in db.caption_ids(vid, len(own))] == own
     # text embeddings are the tower's, normalized: the prototypes the corpus was built from
     scenes = (setup["root"] / "scenes.txt").read_text().splitlines()
-    protos = np.load(setup["root"] / "prototypes.npy")[[scenes.index(t) for t in db.texts]]
+    protos = np.load(setup["corpus"] / "prototypes.npy")[[scenes.index(t) for t in db.texts]]
     np.testing.assert_allclose(db.embeddings, protos / np.linalg.norm(protos, axis=1, keepdims=True), atol=1e-5)
 
 

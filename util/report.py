@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.store import _atomic_write_bytes, atomic_write_text
+from datasets.store import atomic_write_bytes, atomic_write_text
 
 THUMB_WIDTH = 192
 
@@ -236,4 +236,4 @@ def write_png(path: str | Path, videos: list[VideoView], max_rows: int = 6, cols
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
+    atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
