@@ -1,0 +1,68 @@
+"""COIN (Tang et al., CVPR 2019): 180 procedural tasks, video-level task classification.
+
+Annotation file: the official ``COIN.json``::
+
+    {"database": {"<youtube id>": {"recipe_type": <int>, "class": "<task name>",
+                                   "subset": "training" | "testing", ...}, ...}}
+
+The label is ``recipe_type`` as given (a global id, never re-indexed; the head has
+``max(180, largest id + 1)`` outputs, so 0- and 1-based id files both work). ``testing`` is the
+test split; validation is a seeded, stratified 10% of ``training`` (``--split_seed``), so epoch
+selection never sees the test videos. Store keys are the YouTube ids (the ``database`` keys).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from datasets.labelled import AnnotationError, Annotations, TaskSpec, stratified_holdout
+
+NUM_CLASSES = 180
+TASKS = ("task",)
+VAL_FRACTION = 0.1
+
+
+def load(path: str | Path | None, task: str = "task", split_seed: int = 0) -> Annotations:
+    if task not in TASKS:
+        raise AnnotationError(f"unknown COIN --task {task!r}; COIN has one task: {TASKS[0]!r} (180 classes)")
+    if path is None:
+        raise AnnotationError("COIN needs --annotations PATH/TO/COIN.json (the official annotation file)")
+    path = Path(path)
+    if path.is_dir():
+        path = path / "COIN.json"
+    if not path.is_file():
+        raise AnnotationError(f"COIN annotation file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path} is not UTF-8 text ({e})") from None
+    db = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(db, dict) or not db:
+        raise AnnotationError(f"{path}: expected {{\"database\": {{video_id: {{recipe_type, class, subset}}}}}}")
+    rows = []
+    for vid, entry in db.items():
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{path}: database[{vid!r}] is not an object")
+        rtype, subset = entry.get("recipe_type"), entry.get("subset")
+        if isinstance(rtype, bool) or not isinstance(rtype, int) or rtype < 0:
+            raise AnnotationError(f"{path}: database[{vid!r}][\"recipe_type\"] = {rtype!r} is not a "
+                                  "non-negative integer")
+        if subset not in ("training", "testing"):
+            raise AnnotationError(f"{path}: database[{vid!r}][\"subset\"] = {subset!r}, expected "
+                                  "'training' or 'testing'")
+        rows.append((vid, rtype, subset, str(entry.get("class", ""))))
+    df = pd.DataFrame(rows, columns=["video_id", "label", "subset", "class"])
+    num_classes = max(NUM_CLASSES, int(df.label.max()) + 1)
+    spec = TaskSpec("coin", task, "classification", num_classes, 1.0 / NUM_CLASSES)
+    train, val = stratified_holdout(df[df.subset == "training"].reset_index(drop=True), VAL_FRACTION, split_seed)
+    test = df[df.subset == "testing"].reset_index(drop=True)
+    if not len(train) or not len(test):
+        raise AnnotationError(f"{path}: no {'training' if not len(train) else 'testing'} videos")
+    src = str(path)
+    return Annotations(spec, {"train": train, "val": val, "test": test},
+                       {"train": f"{src} (training minus 10% val, seed {split_seed})",
+                        "val": f"{src} (10% of training, seed {split_seed})", "test": f"{src} (testing)"})

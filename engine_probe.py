@@ -1,0 +1,392 @@
+"""Attentive / linear probing of a frozen LV-MAE encoder (paper Sec. 4, App. 8): the engine
+behind ``test_ap.py`` and ``test_lp.py``.
+
+One run = one (dataset, task, probe, backbone); ``--seeds k`` trains heads with seeds 0..k-1 on
+the same cached features:
+
+1. annotations -> the annotated videos present in the store (the others are skipped and
+   counted; ``runs/<run_id>/ids.csv`` lists the ids used, ``skipped.csv`` the others);
+2. frozen features per split, computed once and cached (``util/feature_cache.py``); videos
+   longer than the encoder's ``max_len`` follow the sliding-window policy of
+   ``util/long_video.py`` (the one ``extract_features.py`` uses);
+3. per seed: train the head; after every epoch evaluate on *val*; keep the head of the best val
+   epoch; evaluate *test* once, with that head (``select_epoch`` never receives test data);
+4. ``runs/<run_id>/seed<k>.json`` (config, per-epoch metrics, selected epoch, test metric,
+   counts) and one row per seed in ``<output_dir>/results.csv`` (``util/probe_results.py``).
+
+Heads (``models_probe.py``): ``ap`` = one transformer block over ``[CLS]`` + tokens (raw
+backbone: the probe's own ``[CLS]`` + sin-cos positions), ``lp`` = mean of the valid segment
+tokens + Linear. Regression tasks use the mean + Linear head with MSE in both scripts.
+
+    python test_ap.py --dataset lvu --task genre --data_path stores/lvu_languagebind \\
+        --checkpoint output/checkpoint-last.pth --seeds 3 --output_dir output/probe
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from datasets import breakfast
+from datasets.benchmarks import DATASETS, load_annotations
+from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec
+from datasets.store import EmbeddingStore, StoreError, atomic_write_text
+from models_probe import AttentiveProbe, LinearProbe, default_heads
+from util import feature_cache
+from util.checkpoint import CheckpointError, load_pretrained
+from util.long_video import encode_videos, raw_features
+from util.probe_results import has_row, write_row
+
+PROBES = {"ap": "attentive", "lp": "linear"}
+# Paper App. 8: Table 7 (attentive) and Table 6 (linear). Adam betas (0.9, 0.999), no weight decay.
+PROBE_DEFAULTS = {"ap": dict(epochs=20, lr=1e-3, lr_gamma=0.9, batch_size=16),
+                  "lp": dict(epochs=30, lr=1e-4, lr_gamma=1.0, batch_size=16)}
+EVAL_BATCH = 64
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class ProbeError(ValueError):
+    """A probe that cannot run as configured; the message names the flag or file at fault."""
+
+
+USER_ERRORS = (ProbeError, AnnotationError, StoreError, CheckpointError)
+
+
+def get_args_parser(probe: str = "ap"):
+    d = PROBE_DEFAULTS[probe]
+    p = argparse.ArgumentParser(f"LV-MAE {PROBES[probe]} probing", add_help=False)
+    g = p.add_argument_group("task")
+    g.add_argument("--dataset", required=True, choices=DATASETS, help="benchmark whose annotations to read")
+    g.add_argument("--task", default=None,
+                   help="task of the dataset (LVU: director genre writer year scene way_speaking relationship "
+                        "like_ratio view_count; synthetic: a key of tasks.json); COIN / Breakfast have one task")
+    g.add_argument("--annotations", default=None,
+                   help="LVU: the lvu_1.0 folder (default: the copy shipped in data/lvu_1.0); COIN: COIN.json; "
+                        "Breakfast: folder with train.csv, test.csv; synthetic / user data: the tasks folder")
+    g.add_argument("--split_seed", type=int, default=0,
+                   help="seed of the stratified 10%% validation split carved from training (COIN, Breakfast)")
+    g.add_argument("--bf_split", default="official", choices=breakfast.SPLITS,
+                   help="Breakfast: the literature's train/test split, or participant split s1..s4")
+    g = p.add_argument_group("features")
+    g.add_argument("--data_path", nargs="+", required=True, help="embedding store directories, or a .txt list of them")
+    g.add_argument("--backbone", default="lvmae", choices=("lvmae", "none"),
+                   help="lvmae: the frozen LV-MAE encoder of --checkpoint; none: the raw segment embeddings "
+                        "(the paper's 'Baseline' rows)")
+    g.add_argument("--checkpoint", default=None, help="pretrained LV-MAE checkpoint (required with --backbone lvmae)")
+    g.add_argument("--num_patches", type=int, default=None,
+                   help="segments per encoder window (max_len); default: the checkpoint's")
+    g.add_argument("--window_stride", type=int, default=None,
+                   help="stride in segments of the sliding windows over longer videos (default max_len // 2)")
+    g.add_argument("--amp", default=None, choices=("none", "bf16"),
+                   help="autocast while encoding (default: bf16 on CUDA, none on CPU)")
+    g.add_argument("--encode_batch_size", type=int, default=64, help="windows per encoder forward")
+    g.add_argument("--cache_dir", default=None, help="feature cache (default: <output_dir>/cache)")
+    g = p.add_argument_group("head and optimisation (defaults: the paper's Table 7 for AP, Table 6 for LP)")
+    g.add_argument("--probe_heads", type=int, default=None,
+                   help="attention heads of the AP block (default: the encoder's; raw backbone: 16, fewer if the width "
+                        "is below 256 so heads keep >= 16 dims)")
+    g.add_argument("--probe_dim", type=int, default=None,
+                   help="raw backbone AP: width the segment embeddings are projected to (default: their dim)")
+    g.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs of the head")
+    g.add_argument("--batch_size", type=int, default=d["batch_size"], help="videos per step")
+    g.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
+    g.add_argument("--lr_gamma", type=float, default=d["lr_gamma"],
+                   help="ExponentialLR factor per epoch (1.0 = constant)")
+    g.add_argument("--seeds", type=int, default=1, help="train heads with seeds 0..k-1; report mean and std")
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default="output_probe", help="results.csv, runs/<run_id>/, cache/")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--num_threads", type=int, default=None,
+                   help="CPU threads for this run (default: torch's). The heads' matmuls are small: on a busy or "
+                        "shared CPU, 1 avoids OpenMP oversubscription, which can slow a step down by 10x or more")
+    g.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue an interrupted multi-seed run: seeds whose result JSON exists are not retrained "
+                        "('auto', or the run directory runs/<run_id> to continue)")
+    return p
+
+
+def parse_args(argv=None, probe: str = "ap") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(parents=[get_args_parser(probe)], description=__doc__, formatter_class=_Formatter)
+    args = parser.parse_args(argv)
+    args.probe = probe
+    return args
+
+
+# --- features -----------------------------------------------------------------------------------
+_encoder_memo: dict = {}
+
+
+def load_encoder(args, store) -> dict | None:
+    """The frozen LV-MAE (+ checkpoint facts) for ``--backbone lvmae``; memoized so a sweep loads
+    each checkpoint once."""
+    if args.backbone == "none":
+        return None
+    if not args.checkpoint:
+        raise ProbeError("--backbone lvmae needs --checkpoint (a pretrained LV-MAE); "
+                         "use --backbone none to probe the raw segment embeddings")
+    digest = feature_cache.file_digest(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    memo = (digest, str(args.device), args.num_patches, store.dim)
+    if digest is None or memo not in _encoder_memo:
+        model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
+        trained_on = (ckpt.get("data") or {}).get("encoder")
+        if trained_on and trained_on != store.manifest["encoder"]:
+            raise CheckpointError(f"{args.checkpoint} was pretrained on {trained_on!r} embeddings, the store "
+                                  f"{store.roots[0]} holds {store.manifest['encoder']!r} ones")
+        ckpt_args = ckpt.get("args") or {}
+        _encoder_memo.clear()
+        _encoder_memo[memo] = {"model": model, "sha256": digest, "config": dict(ckpt["model_config"]),
+                               "masking": ckpt_args.get("masking", ""), "mask_ratio": ckpt_args.get("mask_ratio", ""),
+                               "epoch": ckpt.get("epoch")}
+    return _encoder_memo[memo]
+
+
+def amp_dtype(args) -> torch.dtype | None:
+    amp = args.amp or ("bf16" if torch.device(args.device).type == "cuda" else "none")
+    return torch.bfloat16 if amp == "bf16" else None
+
+
+def split_features(args, store, video_ids: list[str], encoder: dict | None, cache_dir: Path):
+    """``(VideoFeatures, cache key, cache hit)`` of ``video_ids`` in that order."""
+    if encoder is None:
+        policy = {"kind": "raw"}
+        compute = lambda: raw_features(store, video_ids)  # noqa: E731
+    else:
+        model = encoder["model"]
+        stride = args.window_stride or max(1, model.max_len // 2)
+        dtype = amp_dtype(args)
+        policy = {"kind": "lvmae", "max_len": model.max_len, "stride": stride, "amp": str(dtype)}
+        compute = lambda: encode_videos(model, store, video_ids, batch_size=args.encode_batch_size,  # noqa: E731
+                                        device=args.device, stride=stride, amp_dtype=dtype)
+    key, doc = feature_cache.cache_key(encoder and encoder["sha256"], store, video_ids, args.backbone, policy)
+    features, hit = feature_cache.cached(cache_dir, key, doc, compute)
+    return features, key, hit
+
+
+# --- heads, training, selection -----------------------------------------------------------------
+def build_head(args, spec: TaskSpec, dim: int, encoder: dict | None) -> torch.nn.Module:
+    if spec.is_regression or args.probe == "lp":
+        return LinearProbe(dim, spec.num_outputs)
+    own_cls = encoder is None
+    width = (args.probe_dim or dim) if own_cls else dim
+    heads = args.probe_heads or (default_heads(width) if own_cls else encoder["config"]["num_heads"])
+    return AttentiveProbe(dim, spec.num_outputs, heads, own_cls=own_cls, width=width)
+
+
+def head_name(args, spec: TaskSpec) -> str:
+    if spec.is_regression:
+        return "LinearProbe (mean of segment tokens; regression, MSE)"
+    return "LinearProbe (mean of segment tokens)" if args.probe == "lp" else (
+        "AttentiveProbe (" + ("own [CLS] + sin-cos positions" if args.backbone == "none" else "encoder [CLS]") + ")")
+
+
+def loss_fn(out: torch.Tensor, y: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+    return F.mse_loss(out[:, 0], y.float()) if spec.is_regression else F.cross_entropy(out, y)
+
+
+def train_one_epoch(head, data: LabelledSequences, optimizer, spec: TaskSpec, batch_size: int,
+                    generator: torch.Generator) -> float:
+    head.train()
+    total, count = 0.0, 0
+    for cls, x, pad, y in data.batches(batch_size, shuffle=True, generator=generator):
+        loss = loss_fn(head(cls, x, pad), y, spec)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(y)
+        count += len(y)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(head, data: LabelledSequences, spec: TaskSpec, batch_size: int = EVAL_BATCH) -> dict:
+    """``{"loss", metric}``: top-1 accuracy in % (classification) or MSE (regression)."""
+    head.eval()
+    outs, ys = [], []
+    for cls, x, pad, y in data.batches(batch_size):
+        outs.append(head(cls, x, pad).float())
+        ys.append(y)
+    out, y = torch.cat(outs), torch.cat(ys)
+    loss = float(loss_fn(out, y, spec))
+    if spec.is_regression:
+        return {"loss": loss, "mse": loss}
+    return {"loss": loss, "top1": float((out.argmax(1) == y).float().mean() * 100)}
+
+
+def selection_key(val: dict, spec: TaskSpec) -> tuple:
+    """Larger is better: val accuracy (ties: lower val loss), or lower val MSE."""
+    return (-val["mse"],) if spec.is_regression else (val["top1"], -val["loss"])
+
+
+def select_epoch(make_head, train: LabelledSequences, val: LabelledSequences, spec: TaskSpec, args, seed: int):
+    """Train a head with ``seed``; return it at the epoch with the best *validation* metric, the
+    per-epoch log and that epoch. Test data is deliberately not an argument."""
+    torch.manual_seed(seed)
+    head = make_head().to(args.device)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(head.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_gamma)
+    log, best, best_key = [], None, None
+    bar = tqdm(range(args.epochs), desc=f"{spec.dataset}/{spec.name} {args.probe} {args.backbone} seed {seed}",
+               unit="epoch", leave=False)
+    for epoch in bar:
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(head, train, optimizer, spec, args.batch_size, generator)
+        val_metrics = evaluate(head, val, spec)
+        log.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                    **{f"val_{k}": v for k, v in val_metrics.items()}})
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{spec.metric}": f"{val_metrics[spec.metric]:.3f}"})
+        key = selection_key(val_metrics, spec)
+        if best_key is None or key > best_key:
+            best_key, best = key, (epoch, {k: v.detach().clone() for k, v in head.state_dict().items()})
+        scheduler.step()
+    head.load_state_dict(best[1])
+    return head, log, best[0]
+
+
+def trivial_baseline(train_y: np.ndarray, test_y: np.ndarray, spec: TaskSpec) -> float:
+    """Test metric of predicting the training majority class / mean: what a head must beat."""
+    if spec.is_regression:
+        return float(((test_y - train_y.mean()) ** 2).mean())
+    return float((test_y == np.bincount(train_y, minlength=spec.num_classes).argmax()).mean() * 100)
+
+
+# --- one run --------------------------------------------------------------------------------------
+def run_identity(args, ann, store, encoder) -> str:
+    cfg = {k: getattr(args, k) for k in ("dataset", "probe", "backbone", "split_seed", "bf_split", "num_patches",
+                                          "window_stride", "probe_heads", "probe_dim", "epochs", "batch_size",
+                                          "lr", "lr_gamma")}
+    cfg.update(task=ann.spec.name, amp=str(amp_dtype(args)) if encoder else None,
+               annotations=ann.sources, stores=[str(r.resolve()) for r in store.roots],
+               checkpoint_sha256=encoder and encoder["sha256"])
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{args.dataset}-{ann.spec.name}-{args.probe}-{args.backbone}-{digest}"
+
+
+def run(args) -> list[dict]:
+    """Probe one task; returns the per-seed result dicts (also written to ``--output_dir``)."""
+    threads = torch.get_num_threads()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> list[dict]:
+    if args.seeds < 1:
+        raise ProbeError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.probe_dim and args.backbone != "none":
+        raise ProbeError("--probe_dim applies to --backbone none only (the LV-MAE probe works at the encoder width)")
+    t0 = time.time()
+    ann = load_annotations(args.dataset, args.task, args.annotations, args.split_seed, args.bf_split)
+    spec = ann.spec
+    store = EmbeddingStore(args.data_path)
+    encoder = load_encoder(args, store)
+    used, skipped = ann.in_store(store, store_name=f"the store {', '.join(map(str, store.roots))}")
+    output_dir = Path(args.output_dir)
+    run_id = run_identity(args, ann, store, encoder)
+    run_dir = output_dir / "runs" / run_id
+    if args.resume not in (None, "auto") and Path(args.resume).resolve() != run_dir.resolve():
+        raise ProbeError(f"--resume {args.resume}: this configuration's run directory is {run_dir}; "
+                         "a different directory belongs to a different configuration")
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / "cache"
+    data, cache = {}, {}
+    for split, df in used.splits.items():
+        ids = df.video_id.tolist()
+        features, key, hit = split_features(args, store, ids, encoder, cache_dir)
+        if features.video_ids != ids:
+            raise ProbeError(f"feature cache entry {cache_dir / key} holds other videos; delete it")
+        data[split] = LabelledSequences(features, df.label.to_numpy(), device=args.device)
+        cache[split] = {"key": key, "hit": hit}
+    dim = data["train"].dim
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ids = pd.concat([df[["video_id", "label"]].assign(split=s) for s, df in used.splits.items()])
+    atomic_write_text(run_dir / "ids.csv", ids[["video_id", "split", "label"]].to_csv(index=False))
+    atomic_write_text(run_dir / "skipped.csv", pd.DataFrame(
+        [(v, s) for s, vs in skipped.items() for v in vs], columns=["video_id", "split"]).to_csv(index=False))
+
+    counts = {f"n_{s}": len(df) for s, df in used.splits.items()}
+    counts["skipped"] = sum(map(len, skipped.values()))
+    common = {
+        "run_id": run_id, "dataset": args.dataset, "task": spec.name, "task_type": spec.type, "probe": args.probe,
+        "backbone": args.backbone, "head": head_name(args, spec), "metric": spec.metric,
+        "encoder": store.manifest["encoder"], "store_dim": store.dim, "feature_dim": dim,
+        "checkpoint": None if encoder is None else {"path": str(args.checkpoint), "sha256": encoder["sha256"],
+                                                    "model_config": encoder["config"], "masking": encoder["masking"],
+                                                    "mask_ratio": encoder["mask_ratio"], "epoch": encoder["epoch"]},
+        "config": {k: v for k, v in vars(args).items()}, "annotations": ann.sources,
+        "counts": {**counts, "skipped_per_split": {s: len(v) for s, v in skipped.items()}}, "cache": cache,
+        "chance": spec.chance,
+        "trivial_test": trivial_baseline(data["train"].labels.cpu().numpy(), data["test"].labels.cpu().numpy(), spec),
+    }
+    results = []
+    for seed in range(args.seeds):
+        path = run_dir / f"seed{seed}.json"
+        if args.resume and path.is_file():
+            result = json.loads(path.read_text())
+            print(f"[{run_id}] seed {seed}: resumed from {path}")
+        else:
+            t = time.time()
+            head, log, epoch = select_epoch(lambda: build_head(args, spec, dim, encoder), data["train"],
+                                            data["val"], spec, args, seed)
+            test = evaluate(head, data["test"], spec)
+            result = {**common, "seed": seed, "epochs": log, "selected_epoch": epoch,
+                      "val": {k[4:]: v for k, v in log[epoch].items() if k.startswith("val_")},
+                      "test": test, "train_time_s": time.time() - t}
+            atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
+        if not (args.resume and has_row(output_dir / "results.csv", run_id, seed)):
+            write_row(output_dir / "results.csv", results_row(result, path))
+        results.append(result)
+        print(f"[{run_id}] seed {seed}: val {spec.metric} {result['val'][spec.metric]:.3f} at epoch "
+              f"{result['selected_epoch']}, test {spec.metric} {result['test'][spec.metric]:.3f}")
+    values = np.array([r["test"][spec.metric] for r in results])
+    print(json.dumps({"run_id": run_id, "dataset": args.dataset, "task": spec.name, "probe": args.probe,
+                      "backbone": args.backbone, "metric": spec.metric, "mean": float(values.mean()),
+                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "seeds": len(values),
+                      **counts, "trivial_test": common["trivial_test"], "time_s": round(time.time() - t0, 2)}))
+    return results
+
+
+def results_row(result: dict, path: Path) -> dict:
+    ckpt = result["checkpoint"] or {}
+    chance = result["chance"]
+    if chance is not None and result["metric"] == "top1":
+        chance = 100 * chance
+    return {"run_id": result["run_id"], "dataset": result["dataset"], "task": result["task"],
+            "probe": result["probe"], "backbone": result["backbone"], "encoder": result["encoder"],
+            "masking": ckpt.get("masking", ""), "mask_ratio": ckpt.get("mask_ratio", ""),
+            "depth": (ckpt.get("model_config") or {}).get("depth", ""), "seed": result["seed"],
+            "metric": result["metric"], "value": result["test"][result["metric"]],
+            "selected_epoch": result["selected_epoch"], "epochs": len(result["epochs"]),
+            "chance": "" if chance is None else chance, "n_train": result["counts"]["n_train"],
+            "n_val": result["counts"]["n_val"], "n_test": result["counts"]["n_test"],
+            "skipped": result["counts"]["skipped"], "checkpoint": ckpt.get("path", ""),
+            "checkpoint_sha256": ckpt.get("sha256", ""), "result_json": str(path),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def main(argv=None, probe: str = "ap") -> list[dict]:
+    return run(parse_args(argv, probe))
+
+
+def cli(probe: str) -> None:
+    """Entry point of the thin scripts: user errors print one line, no traceback."""
+    import sys
+    try:
+        main(sys.argv[1:], probe)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,106 @@
+"""Every probe of a checkpoint: each task of each benchmark given × {AP, LP} × {LV-MAE, raw
+baseline} × seeds, in this process (features are encoded once per split and cached), all into
+one ``<output_dir>/results.csv``; then the paper's tables (``<output_dir>/tables.md``).
+
+    python sweep_probes.py --checkpoint output/checkpoint-last.pth --output_dir output/probe --seeds 3 \\
+        --lvu stores/lvu_languagebind \\
+        --coin stores/coin_languagebind --coin_annotations annotations/COIN.json \\
+        --breakfast stores/breakfast_languagebind --breakfast_annotations annotations/breakfast
+    python sweep_probes.py --checkpoint demo_out/pretrain/checkpoint-last.pth --output_dir demo_out/probe \\
+        --synthetic demo_out/synthetic/benchmark --synthetic_annotations demo_out/synthetic/tasks --seeds 3
+
+Flags this script does not know are passed to every probe run (e.g. ``--num_threads 1``,
+``--device cuda``, ``--epochs 5``). A rerun continues where an interrupted sweep stopped
+(``--resume auto`` for every run; ``--no_resume`` retrains). A run that fails (e.g. a task with
+no video in its store) is reported and the sweep goes on; the exit status is 1 if any failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import engine_probe
+import reproduce_tables
+from datasets.benchmarks import tasks_of
+from datasets.store import atomic_write_text
+
+BENCHMARKS = ("lvu", "coin", "breakfast", "synthetic")
+TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": ["2", "3", "4"], "synthetic": ["synthetic"]}
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("Probe sweep over benchmarks, probes, backbones and seeds", add_help=False)
+    p.add_argument("--checkpoint", required=True, help="pretrained LV-MAE checkpoint")
+    p.add_argument("--output_dir", required=True, help="results.csv, runs/, cache/ and tables.md go here")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..k-1 per run")
+    for name in BENCHMARKS:
+        p.add_argument(f"--{name}", nargs="+", default=None, metavar="STORE",
+                       help=f"embedding store(s) of {name} (skip the benchmark if not given)")
+        p.add_argument(f"--{name}_annotations", default=None,
+                       help=f"--annotations of the {name} runs" + (" (default: data/lvu_1.0)" if name == "lvu" else ""))
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: every task)")
+    p.add_argument("--probes", nargs="+", default=["ap", "lp"], choices=["ap", "lp"], help="probes to run")
+    p.add_argument("--backbones", nargs="+", default=["lvmae", "none"], choices=["lvmae", "none"],
+                   help="lvmae: the checkpoint's encoder; none: the raw-embedding baseline")
+    p.add_argument("--no_resume", action="store_true", help="retrain seeds whose results already exist")
+    return p
+
+
+def plan(args) -> list[tuple[str, str, str, str]]:
+    """(dataset, task, probe, backbone) of every run, benchmarks in the order of BENCHMARKS."""
+    runs = []
+    for name in BENCHMARKS:
+        if getattr(args, name) is None:
+            continue
+        for task in tasks_of(name, getattr(args, f"{name}_annotations")):
+            if args.tasks and task not in args.tasks:
+                continue
+            runs += [(name, task, probe, backbone) for backbone in args.backbones for probe in args.probes]
+    return runs
+
+
+def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
+    argv = ["--dataset", dataset, "--task", task, "--backbone", backbone, "--data_path", *getattr(args, dataset),
+            "--seeds", str(args.seeds), "--output_dir", args.output_dir]
+    if backbone == "lvmae":
+        argv += ["--checkpoint", args.checkpoint]
+    if getattr(args, f"{dataset}_annotations"):
+        argv += ["--annotations", getattr(args, f"{dataset}_annotations")]
+    if not args.no_resume:
+        argv += ["--resume", "auto"]
+    return argv + list(extra)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    args, extra = parser.parse_known_args(argv)
+    runs = plan(args)
+    if not runs:
+        parser.error("nothing to run: give at least one of --lvu --coin --breakfast --synthetic (with its stores)")
+    # Parse every run's flags before training anything, so a typo fails the sweep at once.
+    parsed = [engine_probe.parse_args(run_argv(args, *r, extra), r[2]) for r in runs]
+    failures, t0 = [], time.time()
+    for i, (r, run_args) in enumerate(zip(runs, parsed), 1):
+        print(f"=== [{i}/{len(runs)}] {' '.join(r)}", flush=True)
+        try:
+            engine_probe.run(run_args)
+        except engine_probe.USER_ERRORS as e:
+            failures.append((r, str(e)))
+            print(f"FAILED {' '.join(r)}: {e}", file=sys.stderr)
+    results = Path(args.output_dir) / "results.csv"
+    if results.is_file():
+        tables = sorted({t for r in runs for t in TABLES_OF[r[0]]}, key=reproduce_tables.TABLES.index)
+        text = reproduce_tables.render(reproduce_tables.load_results([results]), tables)
+        atomic_write_text(Path(args.output_dir) / "tables.md", text)
+        print(text)
+    print(f"{len(runs) - len(failures)}/{len(runs)} runs done in {time.time() - t0:.0f} s; results in {results}")
+    for r, msg in failures:
+        print(f"  failed: {' '.join(r)}: {msg}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
