@@ -66,7 +66,9 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     steps_per_epoch = max(1, len(loader) // args.accum_iter)
     total_steps = steps_per_epoch if max_steps is None else min(max_steps, steps_per_epoch)
-    pbar = tqdm(total=total_steps, desc=f"epoch {epoch}", unit="step", disable=not show_progress, leave=False)
+    # disable=None: a bar on a terminal, nothing when stderr is a log file.
+    pbar = tqdm(total=total_steps, desc=f"epoch {epoch}", unit="step", disable=None if show_progress else True,
+                leave=False)
     loss_x_masked = masked_total = real_total = padded_total = 0.0
     lr = float("nan")
     start = time.perf_counter()
@@ -139,7 +141,7 @@ def evaluate(model, loader, device: torch.device, args, show_progress: bool = Tr
     model.eval()
     names = ["lvmae", *BASELINES]
     sums = torch.zeros(2 + len(names), dtype=torch.float64, device=device)  # loss, tokens, mse...
-    for batch in tqdm(loader, desc="validation", unit="batch", disable=not show_progress, leave=False):
+    for batch in tqdm(loader, desc="validation", unit="batch", disable=None if show_progress else True, leave=False):
         x = batch["x"].to(device, non_blocking=True)
         lengths = batch["lengths"].to(device, non_blocking=True)
         noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None

@@ -145,6 +145,18 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
+def resolve_args(args, info: dist_util.DistInfo) -> int:
+    """Replace ``auto`` / alias values by what this run uses (recorded in config.json); returns
+    the effective batch size."""
+    args.masking = resolve_masking(args)
+    args.amp = resolve_amp(args.amp, info.device)
+    args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    eff_batch = args.batch_size * args.accum_iter * info.world_size
+    if args.lr is None:
+        args.lr = args.blr * eff_batch / 256
+    return eff_batch
+
+
 def model_config(args, store_dim: int, store_name: str) -> dict:
     """The LVMAE constructor arguments: the --model preset, explicit flags applied."""
     if args.input_size is not None and args.input_size != store_dim:
@@ -244,9 +256,7 @@ def train(args) -> dict:
     if args.distributed or args.world_size is not None:
         say(f"note: --distributed / --world_size are set by torchrun, not by flags; this run has world size "
             f"{info.world_size} (launch `torchrun --nproc_per_node=N main_pretrain.py ...` for DDP)")
-    args.masking = resolve_masking(args)
-    args.amp = resolve_amp(args.amp, info.device)
-    args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    eff_batch = resolve_args(args, info)
     output_dir = Path(args.output_dir)
     if info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -261,9 +271,6 @@ def train(args) -> dict:
     model = models_lvmae.LVMAE(**cfg).to(info.device)
     say(f"model: {args.model} {cfg}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
-    eff_batch = args.batch_size * args.accum_iter * info.world_size
-    if args.lr is None:
-        args.lr = args.blr * eff_batch / 256
     say(f"base lr: {args.blr:.2e}  actual lr: {args.lr:.2e}  effective batch size: {eff_batch} "
         f"(= {args.batch_size} x accum {args.accum_iter} x world {info.world_size})")
     if args.warmup_epochs >= args.epochs:
@@ -287,7 +294,7 @@ def train(args) -> dict:
                                       "effective_batch_size": eff_batch, "start_epoch": start_epoch,
                                       "train_videos": len(train_set), "val_videos": len(val_set)})
         log = JsonLog(output_dir / "log.txt", resume_epoch=start_epoch - 1 if path is not None else None)
-        log_writer = tensorboard_writer(output_dir)
+        log_writer = tensorboard_writer(output_dir, purge_step=start_epoch * 1000 if path is not None else None)
 
     history, val_stats = [], {}
     for epoch in range(start_epoch, args.epochs):

@@ -69,7 +69,8 @@ class JsonLog:
             f.write(json.dumps(jsonable(row)) + "\n")
 
 
-def tensorboard_writer(output_dir: str | Path):
-    """A SummaryWriter over ``output_dir`` (imported lazily: TensorBoard is slow to import)."""
+def tensorboard_writer(output_dir: str | Path, purge_step: int | None = None):
+    """A SummaryWriter over ``output_dir`` (imported lazily: TensorBoard is slow to import).
+    ``purge_step``: on resume, hide the events a killed run wrote at or after this step."""
     from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(log_dir=str(output_dir))
+    return SummaryWriter(log_dir=str(output_dir), purge_step=purge_step)
