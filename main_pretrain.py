@@ -260,6 +260,9 @@ def train(args) -> dict:
     output_dir = Path(args.output_dir)
     if info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in output_dir.glob("checkpoint-*.pth.tmp-*"):  # a save cut short by a kill
+            say(f"removing {orphan} (an unfinished checkpoint write)")
+            orphan.unlink()
 
     torch.manual_seed(args.seed)  # the model init; every data draw has its own keyed generator
     np.random.seed(args.seed)

@@ -52,6 +52,7 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(store, tmp_path):
     shutil.copy(tmp_path / "full" / "checkpoint-0.pth", tmp_path / "cut" / "checkpoint-last.pth")
     first = (tmp_path / "full" / "log.txt").read_text().splitlines()[0]
     (tmp_path / "cut" / "log.txt").write_text(first + "\n" + '{"epoch": 1, "train_lo')
+    (tmp_path / "cut" / "checkpoint-last.pth.tmp-999").write_bytes(b"half a checkpoint")
     # resumed with data-loading workers: windows are keyed by (seed, epoch, index), not by worker
     resumed = run(store, tmp_path / "cut", "--num_workers", "1", epochs=3)
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint-last.pth"), load_checkpoint(tmp_path / "cut" / "checkpoint-last.pth")
@@ -60,6 +61,7 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(store, tmp_path):
     for (sa, sb) in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"][1:]]
+    assert not list((tmp_path / "cut").glob("*.tmp-*"))
     log = [json.loads(line) for line in (tmp_path / "cut" / "log.txt").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2]
     # a finished run resumed again trains nothing and reports the same validation numbers
