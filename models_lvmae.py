@@ -13,6 +13,7 @@ decoder and the loss run as tensor ops on the device, with no loop over samples.
 from __future__ import annotations
 
 import inspect
+import math
 from functools import partial
 
 import torch
@@ -94,6 +95,12 @@ class LVMAE(nn.Module):
 
         # --- encoder (Eq. 1) ---
         self.input_proj = nn.Linear(self.input_dim, embed_dim) if self.input_dim != embed_dim else nn.Identity()
+        # Segment embeddings arrive L2-normalized (|x| = 1, ~1/sqrt(D) per dimension) while the
+        # sin-cos positions are ~0.7 per dimension: scaled by sqrt(D) the content has unit RMS per
+        # dimension and is not drowned by the positions at initialization (the sqrt(d_model)
+        # embedding scale of Vaswani et al.). Reconstructions are scaled back, so pred and the
+        # loss stay in the units of x. The paper is silent on input scaling.
+        self.input_scale = math.sqrt(self.input_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                                      for _ in range(depth)])
@@ -168,7 +175,7 @@ class LVMAE(nn.Module):
         ids_keep = torch.argsort(key, dim=1)[:, :K]
         # Gather before projecting: masked and padded positions never pay for input_proj.
         x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
-        x = self.input_proj(x) + self.pos_embed[0, 1:][ids_keep].to(x.dtype)
+        x = self.input_proj(x * self.input_scale) + self.pos_embed[0, 1:][ids_keep].to(x.dtype)
         cls = (self.cls_token + self.pos_embed[:, :1]).to(x.dtype).expand(B, -1, -1)
         x = torch.cat([cls, x], dim=1)
         pad = torch.arange(K + 1, device=x.device)[None] > num_vis[:, None]
@@ -192,7 +199,7 @@ class LVMAE(nn.Module):
         attn_mask = self._key_padding(pad)
         for blk in self.decoder_blocks:
             x = blk(x, attn_mask=attn_mask)
-        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:] / self.input_scale
         return torch.where(valid[..., None], pred, torch.zeros((), dtype=pred.dtype, device=pred.device))
 
     def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,

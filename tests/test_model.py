@@ -46,7 +46,7 @@ def reference_sample(model, x, mask):
     n = x.shape[0]
     pos = get_1d_sincos_pos_embed(model.embed_dim, n, cls_token=True)
     dpos = get_1d_sincos_pos_embed(model.decoder_embed_dim, n, cls_token=True)
-    h = model.input_proj(x) + pos[1:]
+    h = model.input_proj(x * math.sqrt(x.shape[-1])) + pos[1:]
     vis_idx = [i for i in range(n) if not mask[i]]
     enc_in = torch.cat([model.cls_token[0] + pos[:1], h[vis_idx]], dim=0)[None]
     latent = model.norm(run_blocks(model.blocks, enc_in))[0]
@@ -60,7 +60,7 @@ def reference_sample(model, x, mask):
             rows.append(z[k])
             k += 1
     dec = torch.stack(rows) + dpos
-    out = model.decoder_pred(model.decoder_norm(run_blocks(model.decoder_blocks, dec[None])))[0, 1:]
+    out = model.decoder_pred(model.decoder_norm(run_blocks(model.decoder_blocks, dec[None])))[0, 1:] / math.sqrt(D)
     per_token = ((out - x) ** 2).mean(-1)
     return (per_token * mask).sum(), out, int(mask.sum())
 
@@ -68,7 +68,7 @@ def reference_sample(model, x, mask):
 def reference_features(model, x):
     n = x.shape[0]
     pos = get_1d_sincos_pos_embed(model.embed_dim, n, cls_token=True)
-    h = torch.cat([model.cls_token[0] + pos[:1], model.input_proj(x) + pos[1:]])[None]
+    h = torch.cat([model.cls_token[0] + pos[:1], model.input_proj(x * math.sqrt(D)) + pos[1:]])[None]
     return model.norm(run_blocks(model.blocks, h))[0]
 
 
