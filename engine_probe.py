@@ -85,7 +85,8 @@ def get_args_parser(probe: str = "ap"):
                         "(the paper's 'Baseline' rows)")
     g.add_argument("--checkpoint", default=None, help="pretrained LV-MAE checkpoint (required with --backbone lvmae)")
     g.add_argument("--num_patches", type=int, default=None,
-                   help="segments per encoder window (max_len); default: the checkpoint's")
+                   help="raise the encoder's max_len (segments per window; positions are recomputed); "
+                        "default: the checkpoint's")
     g.add_argument("--window_stride", type=int, default=None,
                    help="stride in segments of the sliding windows over longer videos (default max_len // 2)")
     g.add_argument("--amp", default=None, choices=("none", "bf16"),
@@ -108,8 +109,9 @@ def get_args_parser(probe: str = "ap"):
     g.add_argument("--output_dir", default="output_probe", help="results.csv, runs/<run_id>/, cache/")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--num_threads", type=int, default=None,
-                   help="CPU threads for this run (default: torch's). The heads' matmuls are small: on a busy or "
-                        "shared CPU, 1 avoids OpenMP oversubscription, which can slow a step down by 10x or more")
+                   help="CPU threads for this run (default 1 on CPU: the heads' matmuls are small and on a shared "
+                        "CPU more threads made epochs up to 15x slower, benchmarks/bench_probe.py; raise it on an idle "
+                        "many-core machine to encode paper-width features faster)")
     g.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue an interrupted multi-seed run: seeds whose result JSON exists are not retrained "
                         "('auto', or the run directory runs/<run_id> to continue)")
@@ -163,6 +165,9 @@ def split_features(args, store, video_ids: list[str], encoder: dict | None, cach
         compute = lambda: raw_features(store, video_ids)  # noqa: E731
     else:
         model = encoder["model"]
+        if args.window_stride is not None and not 0 < args.window_stride <= model.max_len:
+            raise ProbeError(f"--window_stride {args.window_stride} must be in [1, {model.max_len}] "
+                             "(the window length)")
         stride = args.window_stride or max(1, model.max_len // 2)
         dtype = amp_dtype(args)
         policy = {"kind": "lvmae", "max_len": model.max_len, "stride": stride, "amp": str(dtype)}
@@ -276,8 +281,9 @@ def run_identity(args, ann, store, encoder) -> str:
 def run(args) -> list[dict]:
     """Probe one task; returns the per-seed result dicts (also written to ``--output_dir``)."""
     threads = torch.get_num_threads()
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    wanted = args.num_threads or (1 if torch.device(args.device).type == "cpu" else None)
+    if wanted:
+        torch.set_num_threads(wanted)
     try:
         return _run(args)
     finally:
@@ -290,7 +296,8 @@ def _run(args) -> list[dict]:
     if args.probe_dim and args.backbone != "none":
         raise ProbeError("--probe_dim applies to --backbone none only (the LV-MAE probe works at the encoder width)")
     t0 = time.time()
-    ann = load_annotations(args.dataset, args.task, args.annotations, args.split_seed, args.bf_split)
+    annotations = str(Path(args.annotations).resolve()) if args.annotations else None  # run ids independent of cwd
+    ann = load_annotations(args.dataset, args.task, annotations, args.split_seed, args.bf_split)
     spec = ann.spec
     store = EmbeddingStore(args.data_path)
     encoder = load_encoder(args, store)
@@ -372,7 +379,8 @@ def results_row(result: dict, path: Path) -> dict:
             "depth": (ckpt.get("model_config") or {}).get("depth", ""), "seed": result["seed"],
             "metric": result["metric"], "value": result["test"][result["metric"]],
             "selected_epoch": result["selected_epoch"], "epochs": len(result["epochs"]),
-            "chance": "" if chance is None else chance, "n_train": result["counts"]["n_train"],
+            "chance": "" if chance is None else chance, "trivial": result["trivial_test"],
+            "n_train": result["counts"]["n_train"],
             "n_val": result["counts"]["n_val"], "n_test": result["counts"]["n_test"],
             "skipped": result["counts"]["skipped"], "checkpoint": ckpt.get("path", ""),
             "checkpoint_sha256": ckpt.get("sha256", ""), "result_json": str(path),

@@ -131,7 +131,8 @@ def load_results(paths) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["seed"] = df["seed"].astype(int)
-    df["chance"] = pd.to_numeric(df.get("chance", ""), errors="coerce")
+    for col in ("chance", "trivial"):
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
     return latest_runs(df.dropna(subset=["value"]))
 
 
@@ -268,7 +269,8 @@ def table3(df: pd.DataFrame) -> str:
             o = _ours_avg_bf_coin(df, v) if v else ["–"] * 3
             if v:
                 matched.add(tuple(v.values()))
-            rows.append([probe.upper(), masking, fam, v["depth"] if v else "32 (paper)", lvu, o[0], bf, o[1], coin, o[2]])
+            depth = v["depth"] if v else "32 (paper)"
+            rows.append([probe.upper(), masking, fam, depth, lvu, o[0], bf, o[1], coin, o[2]])
     for v in ours:
         if tuple(v.values()) not in matched:
             o = _ours_avg_bf_coin(df, v)
@@ -324,11 +326,14 @@ def table_synthetic(df: pd.DataFrame) -> str:
                         else f"LV-MAE (depth {v['depth']}, {v['masking'] or 'masking ?'})")
             rows.append([backbone, v["probe"].upper(), *(cell(df, v, "synthetic", t) for t in tasks),
                          seeds_of(rows_of(df, v, "synthetic"))])
-        chance = [sub[(sub.task == t) & (sub.encoder == enc)].chance.dropna() for t in tasks]
-        rows.append(["chance", "", *(fmt(c.iloc[:1], metric[t]) for c, t in zip(chance, tasks)), ""])
+        for name, col in (("chance", "chance"), ("trivial: training majority class / mean", "trivial")):
+            ref = [sub[(sub.task == t) & (sub.encoder == enc)][col].dropna() for t in tasks]
+            rows.append([name, "", *(fmt(c.iloc[:1], metric[t]) for c, t in zip(ref, tasks)), ""])
     return ("### Task-layout datasets (synthetic / user): LV-MAE vs raw baseline, mean ± std over seeds\n\n"
             + md_table(header, rows) + f"\n\nEncoder(s): {', '.join(sorted(sub.encoder.unique()))}. Regression "
-            "tasks use the mean-pool linear head in both probes; chance = predicting the mean (MSE).")
+            "tasks use the mean-pool linear head in both probes. chance: the task's (tasks.json; for regression the "
+            "variance of the target); trivial: the test metric of always predicting the training majority class / "
+            "mean.")
 
 
 RENDER = {"1": table1, "2": table2, "3": table3, "4": table4, "8": table8, "synthetic": table_synthetic}

@@ -27,7 +27,8 @@ from datasets.benchmarks import tasks_of
 from datasets.store import atomic_write_text
 
 BENCHMARKS = ("lvu", "coin", "breakfast", "synthetic")
-TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": ["2", "3", "4"], "synthetic": ["synthetic"]}
+TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": ["2", "3", "4"],
+             "synthetic": ["synthetic"]}
 
 
 def get_args_parser():

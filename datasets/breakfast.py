@@ -56,7 +56,8 @@ def load(root: str | Path | None, task: str = "activity", split: str = "official
         is_test = person.astype(int).isin(PARTICIPANT_SPLITS[split]).to_numpy()
         train, test = pool[~is_test].reset_index(drop=True), pool[is_test].reset_index(drop=True)
         lo, hi = PARTICIPANT_SPLITS[split][0], PARTICIPANT_SPLITS[split][-1]
-        src = {"train": f"{root} ({split}: all but P{lo:02d}-P{hi:02d})", "test": f"{root} ({split}: P{lo:02d}-P{hi:02d})"}
+        src = {"train": f"{root} ({split}: all but P{lo:02d}-P{hi:02d})",
+               "test": f"{root} ({split}: P{lo:02d}-P{hi:02d})"}
     train, val = stratified_holdout(train, VAL_FRACTION, split_seed)
     return Annotations(spec, {"train": train, "val": val, "test": test},
                        {"train": f"{src['train']} minus 10% val (seed {split_seed})",

@@ -3,6 +3,7 @@ resume, refusals of bad input, and probe accuracy well above chance."""
 import inspect
 import json
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -38,10 +39,10 @@ def corpus(tmp_path_factory):
     return out
 
 
-def make_checkpoint(path, input_dim=64, seed=0, encoder="synthetic:seed0"):
+def make_checkpoint(path, input_dim=64, seed=0, encoder="synthetic:seed0", max_len=256):
     """A randomly initialised tiny LV-MAE in the DESIGN.md checkpoint format."""
     torch.manual_seed(seed)
-    model = models_lvmae.lvmae_tiny(input_dim=input_dim)
+    model = models_lvmae.lvmae_tiny(input_dim=input_dim, max_len=max_len)
     save_checkpoint({"model": model.state_dict(), "epoch": 0, "model_config": model.config,
                      "args": {"masking": "random", "mask_ratio": 0.5},
                      "data": {"encoder": encoder, "dim": input_dim, "normalized": True}}, path)
@@ -60,10 +61,12 @@ def argv(corpus, out, task="style", backbone="none", checkpoint=None, *extra):
 
 
 def test_cache_hit_on_rerun_and_key_changes_with_checkpoint_file(corpus, tmp_path, monkeypatch):
-    ckpt = make_checkpoint(tmp_path / "ckpt.pth")
-    args = argv(corpus, tmp_path / "out", "style", "lvmae", ckpt, "--epochs", "1", "--num_patches", "32")
+    # max_len 24: most videos (LVU-like lengths, mean ~27 segments) take the sliding-window path
+    ckpt = make_checkpoint(tmp_path / "ckpt.pth", max_len=24)
+    args = argv(corpus, tmp_path / "out", "style", "lvmae", ckpt, "--epochs", "1")
     first = engine_probe.main(args, "lp")[0]
     assert not any(c["hit"] for c in first["cache"].values())
+    assert first["checkpoint"]["model_config"]["max_len"] == 24
 
     def no_encoding(*a, **k):
         raise AssertionError("features recomputed although cached")
@@ -79,6 +82,11 @@ def test_cache_hit_on_rerun_and_key_changes_with_checkpoint_file(corpus, tmp_pat
         assert third["cache"][split]["key"] != first["cache"][split]["key"]
         assert not third["cache"][split]["hit"]
     assert third["run_id"] != first["run_id"]  # a different checkpoint is a different run
+
+    entry = feature_cache.load(tmp_path / "out" / "cache", first["cache"]["val"]["key"])
+    assert len(entry.video_ids) == 90 and isinstance(entry.video_ids[0], str)
+    assert entry.tokens.shape == (entry.offsets[-1], 128) and entry.cls.shape == (90, 128)
+    assert not list((tmp_path / "out" / "cache").glob(".*tmp*"))  # no temporary entry left behind
 
     store = EmbeddingStore(corpus / "benchmark")
     ids = sorted(store.video_ids)[:5]
@@ -99,7 +107,8 @@ def test_epoch_selection_never_looks_at_test(corpus, tmp_path):
             test = pd.read_csv(tasks / "style" / "test.csv", dtype={"video_id": str})
             test["label"] = np.random.default_rng(0).permutation(test.label.to_numpy())
             test.to_csv(tasks / "style" / "test.csv", index=False)
-        a = argv(corpus, tmp_path / f"out{permute}", "style", "none", None, "--epochs", "6", "--annotations", str(tasks))
+        a = argv(corpus, tmp_path / f"out{permute}", "style", "none", None, "--epochs", "6",
+                 "--annotations", str(tasks))
         runs.append(engine_probe.main(a, "lp")[0])
     clean, scrambled = runs
     assert clean["epochs"] == scrambled["epochs"] and clean["selected_epoch"] == scrambled["selected_epoch"]
@@ -212,3 +221,11 @@ def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint,
     assert len(table) == 8 and set(zip(table.task, table.probe, table.backbone)) == {
         (t, p, b) for t in ("style", "pace") for p in ("ap", "lp") for b in ("lvmae", "none")}
     assert "LV-MAE vs raw baseline" in (out / "tables.md").read_text()
+
+
+def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["test_ap.py", "--dataset", "lvu", "--task", "plot", "--backbone", "none",
+                                      "--data_path", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        engine_probe.cli("ap")
+    assert str(exit_info.value).startswith("error: unknown LVU --task 'plot'")

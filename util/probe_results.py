@@ -7,7 +7,8 @@ concurrent probes appending to one folder neither lose rows nor leave a torn fil
 Columns: ``run_id, dataset, task, probe (ap|lp), backbone (lvmae|none), encoder (the store
 manifest's encoder string), masking, mask_ratio, depth (from the checkpoint; empty for the raw
 backbone), seed, metric (top1 | mse), value, selected_epoch, epochs, chance (in the metric's
-units), n_train, n_val, n_test, skipped, checkpoint, checkpoint_sha256, result_json, time``.
+units), trivial (test metric of the training majority class / mean), n_train, n_val, n_test,
+skipped, checkpoint, checkpoint_sha256, result_json, time``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pandas as pd
 from datasets.store import atomic_write_text
 
 COLUMNS = ["run_id", "dataset", "task", "probe", "backbone", "encoder", "masking", "mask_ratio", "depth", "seed",
-           "metric", "value", "selected_epoch", "epochs", "chance", "n_train", "n_val", "n_test", "skipped",
+           "metric", "value", "selected_epoch", "epochs", "chance", "trivial", "n_train", "n_val", "n_test", "skipped",
            "checkpoint", "checkpoint_sha256", "result_json", "time"]
 
 
@@ -40,7 +41,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
     df = pd.read_csv(path, dtype={"run_id": str, "encoder": str, "masking": str, "checkpoint": str},
-                     keep_default_na=False, na_values={"value": [""], "chance": [""]})
+                     keep_default_na=False, na_values={"value": [""], "chance": [""], "trivial": [""]})
     missing = [c for c in ("dataset", "task", "probe", "backbone", "seed", "metric", "value") if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not a probe results file: it lacks the columns {missing}")
