@@ -1,4 +1,4 @@
-"""Interpretable predictions: caption retrieval of reconstructed masked tokens (paper Sec. 3.4, 4.4,
+r"""Interpretable predictions: caption retrieval of reconstructed masked tokens (paper Sec. 3.4, 4.4,
 Figs. 3-4, 6).
 
 For ``--num_videos`` videos sampled with ``--seed``, mask ``--mask_ratio`` of the segments (40% as

@@ -1,4 +1,4 @@
-"""LV-MAE pretraining (paper Sec. 3.3, App. 7, Table 5) on one or more embedding stores.
+r"""LV-MAE pretraining (paper Sec. 3.3, App. 7, Table 5) on one or more embedding stores.
 
     # one process (CPU or one GPU)
     python main_pretrain.py --data_path STORE [STORE ...] --output_dir OUT --model lvmae_tiny
