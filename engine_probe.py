@@ -109,9 +109,9 @@ def get_args_parser(probe: str = "ap"):
     g.add_argument("--output_dir", default="output_probe", help="results.csv, runs/<run_id>/, cache/")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--num_threads", type=int, default=None,
-                   help="CPU threads for this run (default 1 on CPU: the heads' matmuls are small and on a shared "
-                        "CPU more threads made epochs up to 15x slower, benchmarks/bench_probe.py; raise it on an idle "
-                        "many-core machine to encode paper-width features faster)")
+                   help="CPU threads for this run (default 1 on CPU: on a loaded CPU more threads made epochs up to "
+                        "15x slower; on a dedicated machine 2+ threads are up to 1.7x faster for wide heads and "
+                        "paper-width encoding, see benchmarks/bench_probe.py)")
     g.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue an interrupted multi-seed run: seeds whose result JSON exists are not retrained "
                         "('auto', or the run directory runs/<run_id> to continue)")
@@ -141,16 +141,16 @@ def load_encoder(args, store) -> dict | None:
     memo = (digest, str(args.device), args.num_patches, store.dim)
     if digest is None or memo not in _encoder_memo:
         model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
-        trained_on = (ckpt.get("data") or {}).get("encoder")
-        if trained_on and trained_on != store.manifest["encoder"]:
-            raise CheckpointError(f"{args.checkpoint} was pretrained on {trained_on!r} embeddings, the store "
-                                  f"{store.roots[0]} holds {store.manifest['encoder']!r} ones")
         ckpt_args = ckpt.get("args") or {}
         _encoder_memo.clear()
         _encoder_memo[memo] = {"model": model, "sha256": digest, "config": dict(ckpt["model_config"]),
                                "masking": ckpt_args.get("masking", ""), "mask_ratio": ckpt_args.get("mask_ratio", ""),
-                               "epoch": ckpt.get("epoch")}
-    return _encoder_memo[memo]
+                               "epoch": ckpt.get("epoch"), "trained_on": (ckpt.get("data") or {}).get("encoder")}
+    encoder = _encoder_memo[memo]
+    if encoder["trained_on"] and encoder["trained_on"] != store.manifest["encoder"]:
+        raise CheckpointError(f"{args.checkpoint} was pretrained on {encoder['trained_on']!r} embeddings, the store "
+                              f"{store.roots[0]} holds {store.manifest['encoder']!r} ones")
+    return encoder
 
 
 def amp_dtype(args) -> torch.dtype | None:
@@ -291,8 +291,11 @@ def run(args) -> list[dict]:
 
 
 def _run(args) -> list[dict]:
-    if args.seeds < 1:
-        raise ProbeError(f"--seeds must be >= 1, got {args.seeds}")
+    for flag in ("seeds", "epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ProbeError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not args.lr > 0 or not 0 < args.lr_gamma <= 1:
+        raise ProbeError(f"need --lr > 0 and 0 < --lr_gamma <= 1, got {args.lr} and {args.lr_gamma}")
     if args.probe_dim and args.backbone != "none":
         raise ProbeError("--probe_dim applies to --backbone none only (the LV-MAE probe works at the encoder width)")
     t0 = time.time()
@@ -379,7 +382,7 @@ def results_row(result: dict, path: Path) -> dict:
             "depth": (ckpt.get("model_config") or {}).get("depth", ""), "seed": result["seed"],
             "metric": result["metric"], "value": result["test"][result["metric"]],
             "selected_epoch": result["selected_epoch"], "epochs": len(result["epochs"]),
-            "chance": "" if chance is None else chance, "trivial": result["trivial_test"],
+            "chance": "" if chance is None else chance, "trivial": result.get("trivial_test", ""),
             "n_train": result["counts"]["n_train"],
             "n_val": result["counts"]["n_val"], "n_test": result["counts"]["n_test"],
             "skipped": result["counts"]["skipped"], "checkpoint": ckpt.get("path", ""),

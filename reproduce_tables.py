@@ -324,8 +324,8 @@ def table_synthetic(df: pd.DataFrame) -> str:
         for v in variants(sub[sub.encoder == enc]):
             backbone = ("raw embeddings (baseline)" if v["backbone"] == "none"
                         else f"LV-MAE (depth {v['depth']}, {v['masking'] or 'masking ?'})")
-            rows.append([backbone, v["probe"].upper(), *(cell(df, v, "synthetic", t) for t in tasks),
-                         seeds_of(rows_of(df, v, "synthetic"))])
+            n = seeds_of(rows_of(df, v, "synthetic"))
+            rows.append([backbone, v["probe"].upper(), *(cell(df, v, "synthetic", t, n) for t in tasks), n])
         for name, col in (("chance", "chance"), ("trivial: training majority class / mean", "trivial")):
             ref = [sub[(sub.task == t) & (sub.encoder == enc)][col].dropna() for t in tasks]
             rows.append([name, "", *(fmt(c.iloc[:1], metric[t]) for c, t in zip(ref, tasks)), ""])

@@ -23,15 +23,6 @@ from util.checkpoint import CheckpointError, save_checkpoint
 CORPUS = ["--num_videos", "600", "--num_pretrain", "0", "--num_movies", "0", "--dim", "64", "--num_scenes", "16"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The heads' matmuls are tiny: one thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "syn"
@@ -192,7 +183,7 @@ def test_bad_input_is_refused_before_anything_is_written(corpus, checkpoint, tmp
 def test_end_to_end_probes_beat_chance_and_render_the_table(corpus, checkpoint, tmp_path):
     """Seeds 0-2 on the synthetic corpus (chance 25% on both 4-class tasks). Thresholds were set
     from measured runs with margin (measured, mean ± std over the 3 seeds: raw AP on grammar
-    83.0 ± 7.4, raw LP on grammar 24.8 ± 2.6, LV-MAE AP on style 97.8 ± 1.1):
+    83.0 ± 7.4, raw LP on grammar 24.8 ± 2.6, LV-MAE AP on style 99.3 ± 0.6):
     - grammar is order-only: the raw baseline's AP, which adds positions, must beat the 50% cap of
       any order-blind statistic, and the raw LP (a mean) must stay near chance;
     - style is solvable from the content: the LV-MAE path (random-init encoder here) must beat
@@ -221,6 +212,18 @@ def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint,
     assert len(table) == 8 and set(zip(table.task, table.probe, table.backbone)) == {
         (t, p, b) for t in ("style", "pace") for p in ("ap", "lp") for b in ("lvmae", "none")}
     assert "LV-MAE vs raw baseline" in (out / "tables.md").read_text()
+
+
+def test_threads_default_to_one_on_cpu_and_are_restored(corpus, tmp_path, monkeypatch):
+    seen = []
+    real = engine_probe.select_epoch
+    monkeypatch.setattr(engine_probe, "select_epoch",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    a = argv(corpus, tmp_path / "out", "style", "none", None, "--epochs", "1")
+    engine_probe.main(a, "lp")
+    engine_probe.main(a + ["--num_threads", "2"], "lp")
+    assert seen == [1, 2] and torch.get_num_threads() == before
 
 
 def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path):
