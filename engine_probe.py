@@ -109,9 +109,8 @@ def get_args_parser(probe: str = "ap"):
     g.add_argument("--output_dir", default="output_probe", help="results.csv, runs/<run_id>/, cache/")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--num_threads", type=int, default=None,
-                   help="CPU threads for this run (default 1 on CPU: on a loaded CPU more threads made epochs up to "
-                        "15x slower; on a dedicated machine 2+ threads are up to 1.7x faster for wide heads and "
-                        "paper-width encoding, see benchmarks/bench_probe.py)")
+                   help="CPU threads for this run (default: torch's, i.e. all cores). On a CPU shared with other "
+                        "jobs use 1: there more threads made epochs up to 15x slower (benchmarks/bench_probe.py)")
     g.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue an interrupted multi-seed run: seeds whose result JSON exists are not retrained "
                         "('auto', or the run directory runs/<run_id> to continue)")
@@ -281,9 +280,8 @@ def run_identity(args, ann, store, encoder) -> str:
 def run(args) -> list[dict]:
     """Probe one task; returns the per-seed result dicts (also written to ``--output_dir``)."""
     threads = torch.get_num_threads()
-    wanted = args.num_threads or (1 if torch.device(args.device).type == "cpu" else None)
-    if wanted:
-        torch.set_num_threads(wanted)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     try:
         return _run(args)
     finally:

@@ -1,4 +1,4 @@
-"""Attentive probing (paper App. 8, Table 7) of a frozen LV-MAE encoder or of the raw segment
+r"""Attentive probing (paper App. 8, Table 7) of a frozen LV-MAE encoder or of the raw segment
 embeddings: one transformer block over [CLS] + tokens, LayerNorm, linear on [CLS].
 Everything lives in ``engine_probe.py``; ``--help`` lists the flags.
 

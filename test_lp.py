@@ -1,4 +1,4 @@
-"""Linear probing (paper App. 8, Table 6) of a frozen LV-MAE encoder or of the raw segment
+r"""Linear probing (paper App. 8, Table 6) of a frozen LV-MAE encoder or of the raw segment
 embeddings: mean over the valid segment tokens, linear. Everything lives in ``engine_probe.py``;
 ``--help`` lists the flags.
 

@@ -214,7 +214,7 @@ def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint,
     assert "LV-MAE vs raw baseline" in (out / "tables.md").read_text()
 
 
-def test_threads_default_to_one_on_cpu_and_are_restored(corpus, tmp_path, monkeypatch):
+def test_threads_are_set_only_when_asked_and_restored(corpus, tmp_path, monkeypatch):
     seen = []
     real = engine_probe.select_epoch
     monkeypatch.setattr(engine_probe, "select_epoch",
@@ -222,8 +222,8 @@ def test_threads_default_to_one_on_cpu_and_are_restored(corpus, tmp_path, monkey
     before = torch.get_num_threads()
     a = argv(corpus, tmp_path / "out", "style", "none", None, "--epochs", "1")
     engine_probe.main(a, "lp")
-    engine_probe.main(a + ["--num_threads", "2"], "lp")
-    assert seen == [1, 2] and torch.get_num_threads() == before
+    engine_probe.main(a + ["--num_threads", "1"], "lp")
+    assert seen == [before, 1] and torch.get_num_threads() == before
 
 
 def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path):
