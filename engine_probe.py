@@ -41,7 +41,7 @@ from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec
 from datasets.store import EmbeddingStore, StoreError, atomic_write_text
 from models_probe import AttentiveProbe, LinearProbe, default_heads
 from util import feature_cache
-from util.checkpoint import CheckpointError, load_pretrained
+from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
 from util.long_video import encode_videos, raw_features
 from util.probe_results import has_row, write_row
 
@@ -144,11 +144,9 @@ def load_encoder(args, store) -> dict | None:
         _encoder_memo.clear()
         _encoder_memo[memo] = {"model": model, "sha256": digest, "config": dict(ckpt["model_config"]),
                                "masking": ckpt_args.get("masking", ""), "mask_ratio": ckpt_args.get("mask_ratio", ""),
-                               "epoch": ckpt.get("epoch"), "trained_on": (ckpt.get("data") or {}).get("encoder")}
+                               "epoch": ckpt.get("epoch"), "data": ckpt.get("data") or {}}
     encoder = _encoder_memo[memo]
-    if encoder["trained_on"] and encoder["trained_on"] != store.manifest["encoder"]:
-        raise CheckpointError(f"{args.checkpoint} was pretrained on {encoder['trained_on']!r} embeddings, the store "
-                              f"{store.roots[0]} holds {store.manifest['encoder']!r} ones")
+    check_store_encoder(encoder, store.manifest, args.checkpoint, str(store.roots[0]))
     return encoder
 
 
