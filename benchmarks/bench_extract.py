@@ -1,7 +1,9 @@
 """Throughput of the preprocessing pipeline on generated videos of several lengths and sizes.
 
-Three measurements, all in 5-s segments per second (T = 8 frames each, resized / centre-cropped
-to 224 px as for LanguageBind / CLIP):
+Three measurements, all in 5-s segments per second (T = 8 frames each, through the worker
+half of a 224-px transform, ``--transform``: ``clip`` = CLIPImageProcessor's PIL resize + crop,
+``languagebind`` = its float32 normalise + resize + crop, ``internvideo2`` = cv2 resize,
+``legacy`` = the PIL resize every encoder had before profiles):
 
 - ``sample``: one process, ``sample_video`` (open, timestamps, windows, one forward decode,
   resize + crop) per reader and per video kind;
@@ -12,7 +14,7 @@ to 224 px as for LanguageBind / CLIP):
 Videos are h264 (x264 ``--crf``, 25 fps) with a moving texture, generated once into
 ``--work_dir``. Prints one JSON line (also appended to ``--output`` when given).
 
-    python benchmarks/bench_extract.py [--seconds 20 60] [--sizes 320x240 1280x720] [--num_workers 2]
+    python benchmarks/bench_extract.py [--seconds 20 60] [--sizes 320x240 1280x720] [--num_workers 2] [--transform clip]
 """
 from __future__ import annotations
 
@@ -25,12 +27,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from preprocessing import transforms  # noqa: E402
 from preprocessing.decode import SamplingSpec, sample_video  # noqa: E402
 from preprocessing.pool import DecodePool, Job  # noqa: E402
 from preprocessing.readers import get_reader  # noqa: E402
 from preprocessing.synthetic_videos import parse_size, write_video  # noqa: E402
 
-SPEC = SamplingSpec(frames_per_segment=8, frame_size=224, crop="center", interpolation="bicubic")
+_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+TRANSFORMS = {"clip": transforms.CLIPProcessorTransform(224, *_STATS),
+              "languagebind": transforms.LanguageBindTransform(224, *_STATS),
+              "internvideo2": transforms.InternVideo2DemoTransform(224, *_STATS),
+              "legacy": transforms.LegacyTransform(224, *_STATS, crop="center", interpolation="bicubic")}
 
 
 def make_videos(work: Path, seconds, sizes, crf) -> dict[str, list[Path]]:
@@ -44,20 +51,20 @@ def make_videos(work: Path, seconds, sizes, crf) -> dict[str, list[Path]]:
     return kinds
 
 
-def bench_sample(kinds, readers) -> dict:
+def bench_sample(kinds, readers, spec) -> dict:
     out = {}
     for reader in readers:
         r = get_reader(reader)
         for kind, paths in kinds.items():
             t = time.perf_counter()
-            n = sum(len(e[2]) for p in paths for e in sample_video(r, p, SPEC) if e[0] == "frames")
+            n = sum(len(e[2]) for p in paths for e in sample_video(r, p, spec) if e[0] == "frames")
             out[f"{reader}/{kind}"] = round(n / (time.perf_counter() - t), 2)
     return out
 
 
-def bench_pool(paths, num_workers, reader) -> float:
+def bench_pool(paths, num_workers, reader, spec) -> float:
     n, t = 0, time.perf_counter()
-    with DecodePool(num_workers, reader, SPEC) as pool:
+    with DecodePool(num_workers, reader, spec) as pool:
         jobs = iter([Job(i, p.stem, str(p)) for i, p in enumerate(paths)])
         pending = len(paths)
         while pending:
@@ -94,16 +101,20 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64, help="encoder batch for the extract run")
     p.add_argument("--work_dir", default=None, help="where videos are generated (default: a temporary directory)")
     p.add_argument("--output", default=None, help="also append the JSON line to this file")
+    p.add_argument("--transform", default="clip", choices=list(TRANSFORMS),
+                   help="worker half of which 224-px transform (the extract run is always the tiny CLIP's)")
     args = p.parse_args(argv)
+    spec = SamplingSpec(frames_per_segment=8, transform=TRANSFORMS[args.transform])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         kinds = make_videos(work, args.seconds, args.sizes, args.crf)
         paths = [p for ps in kinds.values() for p in ps]
         readers = ["pyav"] + (["decord"] if importlib.util.find_spec("decord") else [])
-        result = {"bench": "extract", "frames_per_segment": SPEC.frames_per_segment, "frame_size": SPEC.frame_size,
-                  "videos": sorted(kinds), "sample_segments_per_s": bench_sample(kinds, readers),
-                  "pool_workers": args.num_workers, "pool_segments_per_s": bench_pool(paths, args.num_workers, "auto"),
+        result = {"bench": "extract", "frames_per_segment": spec.frames_per_segment,
+                  "frame_size": spec.transform.size, "transform": args.transform,
+                  "videos": sorted(kinds), "sample_segments_per_s": bench_sample(kinds, readers, spec),
+                  "pool_workers": args.num_workers, "pool_segments_per_s": bench_pool(paths, args.num_workers, "auto", spec),
                   "extract_tiny_clip": bench_extract(paths, work, args.num_workers, args.batch_size)}
     line = json.dumps(result)
     print(line)

@@ -2,9 +2,15 @@
 
 Annotations (``--annotations DIR``): ``DIR/train.csv`` and ``DIR/test.csv``, the single
 train/test split of the long-video literature the paper compares with (Timeception, VideoGraph,
-ViS4mer, Turbo, VideoMamba: 1,357 / 335 videos), each with the header
-``file_name,duration,action,class_id`` (``file_name`` like ``P03-cam01-P03_cereals``, the store
-key; ``duration`` in seconds; ``action`` the activity name; ``class_id`` in 0..9).
+ViS4mer, Turbo, VideoMamba), each with the header ``file_name,duration,action,class_id``
+(``file_name`` like ``P03-cam01-P03_cereals``, the store key; ``duration`` in seconds;
+``action`` the activity name; ``class_id`` in 0..9). The papers print 1,357 / 335 videos; the
+split files ViS4mer distributes have 1,357 / 355 rows, and those rows are what is evaluated.
+
+Videos: the dataset's own tree (``BreakfastII_15fps_qvga_sync/P03/cam01/P03_cereals.avi``,
+``P03/stereo/P03_cereals_ch0.avi``) keys a store by ``P03-cam01-P03_cereals`` /
+``P03-stereo-P03_cereals_ch0`` when extracted with ``--id_layout breakfast``
+(``video_id_from_path``: participant, camera and file name joined by ``-``).
 
 ``--bf_split s1..s4`` instead uses the dataset's own participant splits (pooling both files):
 test = participants P03-P15 (s1), P16-P28 (s2), P29-P41 (s3), P42-P54 (s4), train = the rest.
@@ -29,6 +35,16 @@ SPLITS = ("official", "s1", "s2", "s3", "s4")
 # Test participants of the standard four splits (the dataset's own protocol).
 PARTICIPANT_SPLITS = {"s1": range(3, 16), "s2": range(16, 29), "s3": range(29, 42), "s4": range(42, 55)}
 _PARTICIPANT = re.compile(r"^P(\d+)")
+_LAYOUT = re.compile(r"^P\d+$")
+
+
+def video_id_from_path(path: str | Path) -> str:
+    """``.../P03/cam01/P03_cereals.avi`` -> ``P03-cam01-P03_cereals`` (the split files' id)."""
+    parts = Path(path).with_suffix("").parts[-3:]
+    if len(parts) != 3 or not _LAYOUT.match(parts[0]):
+        raise ValueError(f"{Path(path).as_posix()} is not in the Breakfast layout "
+                         "<participant>/<camera>/<participant>_<activity>.avi (e.g. P03/cam01/P03_cereals.avi)")
+    return "-".join(parts)
 
 
 def load(root: str | Path | None, task: str = "activity", split: str = "official", split_seed: int = 0

@@ -8,7 +8,11 @@ Annotation file: the official ``COIN.json``::
 The label is ``recipe_type`` as given (a global id, never re-indexed; the head has
 ``max(180, largest id + 1)`` outputs, so 0- and 1-based id files both work). ``testing`` is the
 test split; validation is a seeded, stratified 10% of ``training`` (``--split_seed``), so epoch
-selection never sees the test videos. Store keys are the YouTube ids (the ``database`` keys).
+selection never sees the test videos. Store keys are the YouTube ids (the ``database`` keys;
+extract COIN's ``videos/<recipe_type>/<youtube id>.mp4`` tree with ``--id_layout name``).
+
+As ViS4mer (whose COIN protocol the paper follows), the two ids ``DROPPED_IDS`` are left out
+of every split whatever the store holds, so train / test counts match theirs.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from datasets.labelled import AnnotationError, Annotations, TaskSpec, stratified
 NUM_CLASSES = 180
 TASKS = ("task",)
 VAL_FRACTION = 0.1
+# Left out by ViS4mer's COIN loader (md-mohaiminul/ViS4mer); we do the same.
+DROPPED_IDS = ("AfiVmAjfTNs", "cjwtcDKTQM8")
 
 
 def load(path: str | Path | None, task: str = "task", split_seed: int = 0) -> Annotations:
@@ -45,6 +51,8 @@ def load(path: str | Path | None, task: str = "task", split_seed: int = 0) -> An
         raise AnnotationError(f"{path}: expected {{\"database\": {{video_id: {{recipe_type, class, subset}}}}}}")
     rows = []
     for vid, entry in db.items():
+        if vid in DROPPED_IDS:
+            continue
         if not isinstance(entry, dict):
             raise AnnotationError(f"{path}: database[{vid!r}] is not an object")
         rtype, subset = entry.get("recipe_type"), entry.get("subset")
@@ -62,7 +70,7 @@ def load(path: str | Path | None, task: str = "task", split_seed: int = 0) -> An
     test = df[df.subset == "testing"].reset_index(drop=True)
     if not len(train) or not len(test):
         raise AnnotationError(f"{path}: no {'training' if not len(train) else 'testing'} videos")
-    src = str(path)
+    src = f"{path} without {', '.join(DROPPED_IDS)} (as ViS4mer)"
     return Annotations(spec, {"train": train, "val": val, "test": test},
                        {"train": f"{src} (training minus 10% val, seed {split_seed})",
                         "val": f"{src} (10% of training, seed {split_seed})", "test": f"{src} (testing)"})

@@ -4,6 +4,7 @@ Layout of one store directory (one dataset x one short-video encoder)::
 
     manifest.json              format, encoder, dim, dtype, segment_seconds, stride_seconds,
                                min_last_seconds, frames_per_segment, normalized
+                               (+ optional keys, read with their defaults: profile)
     shards/<part>.npy          float [rows, dim]; rows of consecutive videos back to back
     shards/<part>.times.npy    optional float [rows, 2]: start / end seconds of each segment
     index-<part>.csv           video_id, shard, offset, num_segments, duration_s, source
@@ -32,8 +33,12 @@ INDEX_COLUMNS = ["video_id", "shard", "offset", "num_segments", "duration_s", "s
 FAILURE_COLUMNS = ["video_id", "source", "reason"]
 MANIFEST_KEYS = ("format", "encoder", "dim", "dtype", "segment_seconds", "stride_seconds",
                  "min_last_seconds", "frames_per_segment", "normalized")
+# Keys a manifest may lack (stores written before the key existed) and the value they are read
+# as. ``profile``: how extraction sampled and transformed frames (preprocessing.profiles); stores
+# made before profiles existed are ``legacy``.
+MANIFEST_DEFAULTS = {"profile": "legacy"}
 # Stores are refused together when these differ: their vectors would not mean the same thing.
-MATCH_KEYS = ("encoder", "dim", "segment_seconds", "stride_seconds")
+MATCH_KEYS = ("encoder", "dim", "segment_seconds", "stride_seconds", "profile")
 _CSV_READ = dict(dtype={"video_id": str, "shard": str, "source": str, "reason": str},
                  keep_default_na=False, na_values=[])
 
@@ -75,7 +80,12 @@ def read_manifest(root: str | Path) -> dict:
         raise StoreError(f"{path} lacks the keys {missing}")
     if manifest["format"] != FORMAT:
         raise StoreError(f"{path}: format {manifest['format']!r} is not {FORMAT!r}")
-    return manifest
+    return with_defaults(manifest)
+
+
+def with_defaults(manifest: dict) -> dict:
+    """``manifest`` with every optional key it lacks set to its default (``MANIFEST_DEFAULTS``)."""
+    return {**MANIFEST_DEFAULTS, **manifest}
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -291,7 +301,7 @@ class EmbeddingStore:
     def summary(self) -> dict:
         lengths = self.lengths()
         return {"stores": [str(r) for r in self.roots], "encoder": self.manifest["encoder"],
-                "dim": self.dim, "videos": len(self), "segments": int(lengths.sum()),
+                "profile": self.manifest["profile"], "dim": self.dim, "videos": len(self), "segments": int(lengths.sum()),
                 "hours": float(sum(e.duration_s for e in self._entries.values()) / 3600),
                 "failures": len(self.failures)}
 
@@ -338,12 +348,13 @@ class StoreWriter:
         self.manifest = make_manifest(**{k: v for k, v in manifest.items() if k != "format"})
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         mpath = self.root / "manifest.json"
+        ours = with_defaults(self.manifest)  # compared as read; written as given
         if mpath.exists():
             existing = read_manifest(self.root)
             for key in MATCH_KEYS + ("dtype", "normalized"):
-                if existing[key] != self.manifest[key]:
+                if existing[key] != ours[key]:
                     raise StoreError(f"{mpath} has {key}={existing[key]!r} but this writer would write "
-                                     f"{key}={self.manifest[key]!r}; use another --out directory")
+                                     f"{key}={ours[key]!r}; use another --out directory")
             self.manifest = existing
         else:
             # link() refuses an existing target: of two writers starting together exactly one
@@ -354,9 +365,9 @@ class StoreWriter:
                 os.link(tmp, mpath)
             except FileExistsError:
                 existing = read_manifest(self.root)
-                if any(existing[k] != self.manifest[k] for k in MATCH_KEYS):
+                if any(existing[k] != ours[k] for k in MATCH_KEYS):
                     raise StoreError(f"{mpath} was just written by another writer with a different "
-                                     "encoder / dim / segment length") from None
+                                     "encoder / dim / segment length / profile") from None
                 self.manifest = existing
             finally:
                 tmp.unlink(missing_ok=True)

@@ -1,7 +1,9 @@
 """Long videos -> 5-second segment embeddings in an embedding store (paper Sec. 3.1, App. 7, 9).
 
-    python -m preprocessing.extract videos/ --encoder languagebind --checkpoint LanguageBind_Video_FT --out stores/movies
+    python -m preprocessing.extract videos/ --encoder languagebind --checkpoint LanguageBind_Video_Huge_V1.5_FT --out stores/movies
     python -m preprocessing.extract list.csv --encoder clip --checkpoint clip-vit-base-patch32 --out stores/x
+    # the authors' sampling (linspace frames of each window, every tail, float32)
+    python -m preprocessing.extract videos/ ... --profile authors
 
     # many GPUs: each rank takes a disjoint part of the list (no process group needed)
     torchrun --nproc_per_node 8 -m preprocessing.extract videos/ --encoder languagebind --checkpoint DIR --out STORE
@@ -10,8 +12,8 @@
 
 Each video is opened once and decoded forward once in a supervised worker process (decord, with
 PyAV taking over the videos decord fails on; ``--reader pyav`` for PyAV only); ``T`` frames
-sampled uniformly inside every window are resized / centre-cropped for the encoder, segments of
-several videos are batched together, and a video's vectors are committed to the store only when
+sampled inside every window by the ``--profile``'s rule go through the encoder's own transform
+(``preprocessing.transforms``, ``preprocessing.profiles``), segments of several videos are batched together, and a video's vectors are committed to the store only when
 all of its segments are embedded. Failures (unreadable, truncated, audio-only, failing mid-decode, crashing the decoder, zero
 windows) go to ``failures-*.csv`` and the run goes on. A rerun of the same command skips every
 committed (and failed, unless ``--retry_failed``) video; a killed run leaves no partial commit.
@@ -30,10 +32,14 @@ import time
 from pathlib import Path
 
 from preprocessing.encoders import BACKENDS
+from preprocessing.profiles import DEFAULT_PROFILE, PROFILES
 from preprocessing.readers import READERS, VIDEO_EXTENSIONS
+from preprocessing.video_list import ID_LAYOUTS
 
-# Manifest keys that must not change between runs writing one store (beyond what StoreWriter checks).
-RESUME_KEYS = ("min_last_seconds", "frames_per_segment", "frame_size", "crop", "interpolation", "mean", "std",
+# Manifest keys that must not change between runs writing one store (beyond what StoreWriter
+# checks); a key the existing store lacks is not compared.
+RESUME_KEYS = ("profile", "min_last_seconds", "frames_per_segment", "frame_size", "transform", "crop",
+               "interpolation", "shortest_edge", "resize_hw", "crop_hw", "resample", "rescale", "mean", "std",
                "sampling")
 
 
@@ -44,11 +50,20 @@ def get_args_parser():
     p.add_argument("--out", required=True, help="embedding store directory (created; a rerun resumes it)")
     p.add_argument("--encoder", required=True, choices=list(BACKENDS), help="short-video encoder backend")
     p.add_argument("--checkpoint", required=True, help="local directory of the encoder's weights, config and tokenizer")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                   help="hf: each encoder's own transform, frames at window centres, tails from half a segment, "
+                        "float16 on GPU; authors: the authors' frames (linspace of each window, ends included), "
+                        "every tail, float32; legacy: only to finish a store made before profiles existed")
+    p.add_argument("--id_layout", default="path", choices=list(ID_LAYOUTS),
+                   help="video_id of a scanned file: path (relative path without extension), name (file stem, "
+                        "e.g. COIN's <class>/<youtube id>.mp4), breakfast (P03/cam01/P03_cereals.avi -> "
+                        "P03-cam01-P03_cereals, the split files' ids)")
     p.add_argument("--segment_seconds", type=float, default=5.0, help="window length in seconds (paper: 5)")
     p.add_argument("--stride_seconds", type=float, default=None,
                    help="seconds between window starts (default: --segment_seconds, no overlap; smaller overlaps, App. 9)")
     p.add_argument("--min_last_seconds", type=float, default=None,
-                   help="keep the last, partial window if it lasts at least this long (default: half a segment)")
+                   help="keep the last, partial window if it lasts at least this long (default: half a segment; "
+                        "--profile authors: every tail)")
     p.add_argument("--frames_per_segment", type=int, default=None,
                    help="frames T sampled per window (default: the model's own; clip: 8)")
     p.add_argument("--reader", default="auto",
@@ -60,7 +75,7 @@ def get_args_parser():
     p.add_argument("--device", default=None,
                    help="encoder device (default: cuda:LOCAL_RANK if CUDA is available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
-                   help="encoder precision (auto: float16 on GPU, float32 on CPU)")
+                   help="encoder precision (auto: float16 on GPU, float32 on CPU; --profile authors: float32)")
     p.add_argument("--store_dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")
     p.add_argument("--shard", default="0/1", help="i/n: process only part i of n of the video list (job arrays)")
     p.add_argument("--retry_failed", action="store_true", help="retry videos recorded in failures-*.csv")
@@ -88,10 +103,11 @@ def check_resume(out: Path, manifest: dict) -> None:
     if not (out / "manifest.json").exists():
         return
     existing = read_manifest(out)
-    for key in MATCH_KEYS + ("dtype",) + RESUME_KEYS:
+    for key in dict.fromkeys(("profile",) + MATCH_KEYS + ("dtype",) + RESUME_KEYS):  # the profile first
         if key in existing and existing[key] != manifest.get(key):
+            hint = f" (--profile {existing[key]})" if key == "profile" and existing[key] in PROFILES else ""
             raise SystemExit(f"{out / 'manifest.json'} has {key}={existing[key]!r}, this run would write "
-                             f"{manifest.get(key)!r}: rerun with the store's settings, or use another --out")
+                             f"{manifest.get(key)!r}: rerun with the store's settings{hint}, or use another --out")
 
 
 def _stop_on_sigterm(signum, frame):
@@ -106,12 +122,19 @@ def run(args) -> dict:
     from datasets.store import StoreWriter, committed_ids, make_manifest
     from preprocessing.encoders import EncoderError, build_encoder
     from preprocessing.pipeline import Extraction
+    from preprocessing.profiles import get_profile
     from preprocessing.readers import get_reader
     from preprocessing.video_list import VideoListError, list_videos, parse_shard, select_part
 
     rank, world, local_rank = dist_env()
+    profile = get_profile(args.profile)
     stride = args.stride_seconds or args.segment_seconds
-    min_last = args.segment_seconds / 2 if args.min_last_seconds is None else args.min_last_seconds
+    default_min_last = args.segment_seconds * profile.min_last_fraction
+    min_last = default_min_last if args.min_last_seconds is None else args.min_last_seconds
+    if profile.fixed and (min_last != default_min_last or args.dtype not in ("auto", profile.dtype)):
+        flag = "--min_last_seconds" if min_last != default_min_last else "--dtype"
+        raise SystemExit(f"{flag}: --profile {profile.name} keeps every tail and runs {profile.dtype}, as the "
+                         "authors' code did; drop the flag, or use --profile hf")
     if not 0 < stride <= args.segment_seconds:
         raise SystemExit(f"--stride_seconds {stride} must be in (0, --segment_seconds {args.segment_seconds}]")
     if not 0 <= min_last <= args.segment_seconds:
@@ -120,8 +143,10 @@ def run(args) -> dict:
         shard = parse_shard(args.shard)
         reader = getattr(get_reader(args.reader), "name", args.reader)  # fail here, not in every worker
         device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-        encoder = build_encoder(args.encoder, args.checkpoint, device, args.dtype, args.frames_per_segment)
-        videos = list_videos(args.inputs, [e.strip() for e in args.extensions.split(",") if e.strip()])
+        encoder = build_encoder(args.encoder, args.checkpoint, device, args.dtype, args.frames_per_segment,
+                                profile.name)
+        videos = list_videos(args.inputs, [e.strip() for e in args.extensions.split(",") if e.strip()],
+                             args.id_layout)
     except (VideoListError, EncoderError, ValueError) as e:
         raise SystemExit(str(e)) from None
     if torch.device(device).type == "cuda":
@@ -131,7 +156,7 @@ def run(args) -> dict:
     manifest = make_manifest(encoder.name, encoder.dim, dtype=args.store_dtype, segment_seconds=args.segment_seconds,
                              stride_seconds=stride, min_last_seconds=min_last,
                              frames_per_segment=encoder.frames_per_segment, normalized=False,
-                             **encoder.manifest_fields())
+                             encoder_dtype=str(encoder.dtype)[6:], **encoder.manifest_fields())
     check_resume(out, manifest)
     writer_id = f"r{rank}of{world}_s{shard[0]}of{shard[1]}"
     writer = StoreWriter(out, writer_id, manifest, shard_rows=args.shard_rows)
@@ -145,7 +170,8 @@ def run(args) -> dict:
     cpus = (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     workers = args.num_workers or max(1, min(8, cpus - 1))
     print(f"[rank {rank}/{world}, shard {shard[0]}/{shard[1]}] {encoder.name} ({encoder.dim}-d, "
-          f"T={encoder.frames_per_segment}, {encoder.frame_size}px) on {device} {str(encoder.dtype)[6:]}; "
+          f"T={encoder.frames_per_segment}, {encoder.frame_size}px, profile {profile.name}: "
+          f"{encoder.transform.name} transform) on {device} {str(encoder.dtype)[6:]}; "
           f"reader {reader} x {workers} workers; {len(part)} of {len(videos)} videos are this part's, "
           f"{skipped} already done, {len(todo)} to do")
 
@@ -162,7 +188,7 @@ def run(args) -> dict:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary = dict(counts, skipped=skipped, writer=writer_id, encoder=encoder.name, reader=reader,
+    summary = dict(counts, skipped=skipped, writer=writer_id, encoder=encoder.name, profile=profile.name, reader=reader,
                    device=str(device), workers=workers, batch_size=args.batch_size, args=vars(args))
     log = out / "logs" / f"extract-{writer_id}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     log.parent.mkdir(exist_ok=True)

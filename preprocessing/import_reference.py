@@ -8,7 +8,7 @@ number_of_segments, label, label_name`` where ``segment_paths`` is a Python list
 those files. Each video becomes one entry of an embedding store, segments ordered by start::
 
     python -m preprocessing.import_reference cache CACHE_ROOT --out stores/movieclips \\
-        [--csv train.csv val.csv test.csv --labels_out labels.csv] [--encoder languagebind:LanguageBind_Video_FT]
+        [--csv train.csv val.csv test.csv --labels_out labels.csv] [--encoder languagebind:LanguageBind_Video_Huge_V1.5_FT]
 
 Rows of one ``video_filename`` (a video split over several rows) are merged; segment paths
 written on the authors' machine are looked up under ``CACHE_ROOT`` by their last three parts
@@ -42,7 +42,8 @@ from datasets.store import StoreError, StoreWriter, committed_ids, make_manifest
 
 CACHE_FILE = "langbind_output.pt"
 CSV_COLUMNS = ("segment_idx", "video_filename", "segment_paths", "number_of_segments", "label", "label_name")
-DEFAULT_ENCODER = "languagebind:LanguageBind_Video_FT"
+# The checkpoint the authors' langbind_preprocessing.py loads (1024-d, their --input_size 1024).
+DEFAULT_ENCODER = "languagebind:LanguageBind_Video_Huge_V1.5_FT"
 # Keys of the authors' state dict that are not parameters here (positions are recomputed).
 DROPPED_KEYS = ("pos_embed", "decoder_pos_embed")
 INPUT_PROJ = re.compile(r"^(patch_embed\.proj|patch_embed|input_proj)\.(weight|bias)$")
@@ -155,7 +156,8 @@ def import_cache(root, out, csvs=(), encoder: str = DEFAULT_ENCODER, segment_sec
             if writer is None:
                 writer = StoreWriter(out, "import", make_manifest(
                     encoder, vectors.shape[1], segment_seconds=segment_seconds, min_last_seconds=0.0,
-                    frames_per_segment=frames_per_segment, imported_from="authors' langbind_output.pt cache"))
+                    frames_per_segment=frames_per_segment, profile="authors",
+                    imported_from="authors' langbind_output.pt cache"))
             writer.add(vid, vectors, float(times[-1, 1]), source=str(root / vid), times=times)
             counts["done"] += 1
             counts["segments"] += len(vectors)

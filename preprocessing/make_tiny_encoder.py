@@ -7,7 +7,15 @@ the real loading and inference code, in seconds on a CPU. Its embeddings mean no
 
     python -m preprocessing.make_tiny_encoder --backend clip --out tiny_clip
     python -m preprocessing.make_tiny_encoder --backend languagebind --out tiny_languagebind
+    python -m preprocessing.make_tiny_encoder --backend languagebind --layout vl_new --out tiny_lb_v15
+    python -m preprocessing.make_tiny_encoder --backend languagebind --lora_r 16 --out tiny_lb_lora
     python -m preprocessing.make_tiny_encoder --backend internvideo2 --out tiny_internvideo2
+
+LanguageBind has two published layouts: ``--layout vl`` (``Conv2d`` patch embedding, one class
+embedding, ``model.safetensors``; e.g. LanguageBind_Video_FT) and ``--layout vl_new``
+(``Conv3d`` patch embedding, per-frame class embeddings, ``pytorch_model.bin``; the V1.5
+checkpoints, e.g. the authors' LanguageBind_Video_Huge_V1.5_FT); ``--lora_r 16`` writes a LoRA
+checkpoint like LanguageBind_Video (its LoRA weights random, so they change the output).
 
 The tokenizers are byte-level BPE (CLIP / LanguageBind: every byte a token, no merges) and
 WordPiece (InternVideo2's BERT: a few words), built offline.
@@ -50,7 +58,7 @@ def _tiny_clip_configs(vocab: int, dim: int, image_size: int) -> tuple[dict, dic
     return text, vision
 
 
-def make_clip(out: Path, dim: int, image_size: int, frames: int) -> None:
+def make_clip(out: Path, dim: int, image_size: int, frames: int, **_) -> None:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
     text, vision = _tiny_clip_configs(write_clip_tokenizer(out), dim, image_size)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)).save_pretrained(out)
@@ -58,18 +66,30 @@ def make_clip(out: Path, dim: int, image_size: int, frames: int) -> None:
                        crop_size={"height": image_size, "width": image_size}).save_pretrained(out)
 
 
-def make_languagebind(out: Path, dim: int, image_size: int, frames: int) -> None:
+LANGUAGEBIND_LAYOUTS = ("vl", "vl_new")
+
+
+def make_languagebind(out: Path, dim: int, image_size: int, frames: int, layout: str = "vl",
+                      lora_r: int = 0) -> None:
     from preprocessing.encoders.languagebind import import_languagebind_video
+    if layout not in LANGUAGEBIND_LAYOUTS:
+        raise ValueError(f"unknown --layout {layout!r}; choose from {', '.join(LANGUAGEBIND_LAYOUTS)}")
     Config, Model, Tokenizer = import_languagebind_video()
     text, vision = _tiny_clip_configs(write_clip_tokenizer(out, Tokenizer), dim, image_size)
-    vision.update(add_time_attn=True, num_frames=frames, lora_r=0)
+    vision.update(add_time_attn=True, num_frames=frames, lora_r=lora_r, lora_alpha=16, lora_dropout=0.0,
+                  clip_type=layout)
     config = Config(text_config=text, vision_config=vision, projection_dim=dim)
     for sub in (config, config.text_config, config.vision_config):
         sub._attn_implementation = "eager"
-    Model(config).save_pretrained(out)
+    model = Model(config)
+    with torch.no_grad():  # peft starts lora_B at zero; random values make a lost LoRA weight visible
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    model.save_pretrained(out, safe_serialization=layout == "vl")
 
 
-def make_internvideo2(out: Path, dim: int, image_size: int, frames: int) -> None:
+def make_internvideo2(out: Path, dim: int, image_size: int, frames: int, **_) -> None:
     from transformers import BertTokenizer
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "woman", "dog", "cat", "runs", "sits",
              "on", "the", "beach", "road", "in", "kitchen", "cooks", "food", "."]
@@ -94,16 +114,19 @@ BACKENDS = tuple(MAKERS)  # the same names as preprocessing.encoders.BACKENDS
 
 
 def make_tiny_encoder(backend: str, out, dim: int = 32, image_size: int = 32, frames: int = 8,
-                      seed: int = 0) -> Path:
-    """Write the tiny ``backend`` model to ``out`` (created; must not hold another model)."""
+                      seed: int = 0, layout: str = "vl", lora_r: int = 0) -> Path:
+    """Write the tiny ``backend`` model to ``out`` (created; must not hold another model).
+    ``layout`` / ``lora_r``: LanguageBind only."""
     if backend not in MAKERS:
         raise ValueError(f"unknown --backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend != "languagebind" and (layout != "vl" or lora_r):
+        raise ValueError("--layout and --lora_r are LanguageBind's (--backend languagebind)")
     out = Path(out)
     if (out / "config.json").exists():
         raise FileExistsError(f"--out {out} already holds a model (config.json); choose an empty directory")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    MAKERS[backend](out, dim, image_size, frames)
+    MAKERS[backend](out, dim, image_size, frames, layout=layout, lora_r=lora_r)
     return out
 
 
@@ -115,6 +138,10 @@ def get_args_parser():
     p.add_argument("--image_size", type=int, default=32, help="input frame size (S x S)")
     p.add_argument("--frames", type=int, default=8, help="frames per segment (LanguageBind / InternVideo2)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    p.add_argument("--layout", default="vl", choices=LANGUAGEBIND_LAYOUTS,
+                   help="LanguageBind checkpoint layout: vl (Conv2d patches, safetensors) or vl_new (Conv3d patches, "
+                        "per-frame class embeddings, pytorch_model.bin; the V1.5 checkpoints)")
+    p.add_argument("--lora_r", type=int, default=0, help="LanguageBind LoRA rank (16 as LanguageBind_Video; 0: none)")
     return p
 
 
@@ -123,7 +150,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     try:
-        out = make_tiny_encoder(args.backend, args.out, args.dim, args.image_size, args.frames, args.seed)
+        out = make_tiny_encoder(args.backend, args.out, args.dim, args.image_size, args.frames, args.seed,
+                                args.layout, args.lora_r)
     except (ValueError, FileExistsError) as e:
         raise SystemExit(str(e)) from None
     print(f"wrote a tiny random {args.backend} encoder to {out}")

@@ -13,7 +13,10 @@ decoding is.
 
 Workers are started with the ``forkserver`` method (``spawn`` where it does not exist), never
 by forking the main process after torch started its threads; the fork server preloads only
-``preprocessing.decode`` (numpy, PIL, the readers), so a restart takes milliseconds.
+``preprocessing.decode`` (numpy, PIL, the readers) and the modules the encoder's transform
+runs in the workers (torch for LanguageBind, cv2 for InternVideo2), so a restart takes
+milliseconds. Frames travel in the dtype the transform prepares them in (uint8, or float32
+for a transform that normalises before it resizes).
 """
 from __future__ import annotations
 
@@ -41,8 +44,10 @@ def _worker_main(conn, reader_spec: str, spec: SamplingSpec, chunk_segments: int
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         reader = get_reader(reader_spec)
+        spec.transform.setup_worker()
     except Exception as e:
-        conn.send(("fatal", None, f"cannot create reader {reader_spec!r}: {type(e).__name__}: {e}"))
+        conn.send(("fatal", None, f"cannot create reader {reader_spec!r} or set up the "
+                                  f"{spec.transform.name} transform: {type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
     while True:
@@ -58,7 +63,7 @@ def _worker_main(conn, reader_spec: str, spec: SamplingSpec, chunk_segments: int
                 if kind == "frames":
                     start, frames = payload
                     frames = np.ascontiguousarray(frames)
-                    conn.send(("frames", job_id, start, frames.shape))
+                    conn.send(("frames", job_id, start, frames.shape, frames.dtype.str))
                     conn.send_bytes(memoryview(frames).cast("B"))
                 else:
                     conn.send((kind, job_id, *payload))
@@ -96,7 +101,7 @@ class DecodePool:
     """``num_workers`` supervised decoders. Events returned by ``events()``::
 
         ("meta", job, windows [N, 2], duration_s)
-        ("frames", job, first_segment, uint8 [n, T, S, S, 3])
+        ("frames", job, first_segment, [n, T, *spec.transform.shape] in spec.transform.dtype)
         ("done", job)
         ("failed", job, reason)     # DecodeError, reader exception, crash or timeout
     """
@@ -106,7 +111,8 @@ class DecodePool:
         methods = mp.get_all_start_methods()
         self._ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         if self._ctx.get_start_method() == "forkserver":
-            self._ctx.set_forkserver_preload(["preprocessing.decode", "preprocessing.pool"])
+            self._ctx.set_forkserver_preload(["preprocessing.decode", "preprocessing.pool",
+                                              *spec.transform.worker_modules])
         self._args = (reader_spec, spec, chunk_segments)
         self.timeout = timeout
         self.num_restarts = 0
@@ -161,7 +167,7 @@ class DecodePool:
         if job is None or job_id != job.job_id:
             raise RuntimeError(f"decode worker sent {kind!r} for job {job_id}, expected {job}")
         if kind == "frames":
-            frames = np.empty(msg[3], np.uint8)
+            frames = np.empty(msg[3], np.dtype(msg[4]))
             w.conn.recv_bytes_into(frames.reshape(-1))  # a flat view: its len() is the byte count
             return [("frames", job, msg[2], frames)]
         if kind in ("done", "error"):

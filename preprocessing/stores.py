@@ -8,7 +8,7 @@ MovieClips and ActivityNet together: one store per dataset, one list file for ``
 
 ``list`` opens every store fully (manifest, every index, every shard header) and reports what
 is wrong with the ones that do not open. ``combine`` refuses stores whose vectors are not
-interchangeable (different ``encoder``, ``dim``, segment length or stride) and writes the list
+interchangeable (different ``encoder``, ``dim``, segment length, stride or profile) and writes the list
 file (paths relative to it) only when all stores open together. A video recorded as failed and
 later extracted successfully (``--retry_failed``) counts as extracted: the index wins.
 """
@@ -30,7 +30,7 @@ def describe(store: EmbeddingStore) -> tuple[dict, pd.DataFrame]:
     root = store.roots[0]
     failures = store.failures
     m = store.manifest
-    row = {"store": str(root), "encoder": m["encoder"], "dim": m["dim"], "dtype": m["dtype"],
+    row = {"store": str(root), "encoder": m["encoder"], "profile": m["profile"], "dim": m["dim"], "dtype": m["dtype"],
            "segment_s": m["segment_seconds"], "stride_s": m["stride_seconds"], "videos": len(store),
            "segments": int(store.lengths().sum()), "hours": round(store.summary()["hours"], 2),
            "failures": len(failures)}

@@ -110,7 +110,8 @@ def test_languagebind_end_to_end(corpus, tmp_path):
     summary = run(corpus, tmp_path / "lb", "--limit", "3", "--extensions", "mp4", encoder="languagebind")
     assert summary["done"] + summary["failed"] == 3
     store = EmbeddingStore(tmp_path / "lb")
-    assert store.manifest["encoder"].startswith("languagebind:") and store.manifest["interpolation"] == "bilinear"
+    assert store.manifest["encoder"].startswith("languagebind:")
+    assert (store.manifest["profile"], store.manifest["transform"]) == ("hf", "languagebind-video")
     encoder = build_encoder("languagebind", corpus["models"]["languagebind"])
     spec = encoder.sampling(5.0, 5.0, 2.5)
     for vid in store.video_ids:
@@ -121,7 +122,8 @@ def test_languagebind_end_to_end(corpus, tmp_path):
 
 def test_internvideo2_through_its_remote_code(corpus, tmp_path):
     encoder = build_encoder("internvideo2", corpus["models"]["internvideo2"])
-    assert (encoder.frames_per_segment, encoder.frame_size, encoder.crop, encoder.dim) == (4, 32, "resize", 16)
+    assert (encoder.frames_per_segment, encoder.frame_size, encoder.transform.name, encoder.dim) == \
+        (4, 32, "internvideo2-demo", 16)
     frames = np.random.default_rng(0).integers(0, 256, (3, 4, 32, 32, 3), dtype=np.uint8)
     v = encoder.encode_video(frames)
     np.testing.assert_allclose(v[1:2], encoder.encode_video(frames[1:2]), atol=1e-6)  # batch-independent

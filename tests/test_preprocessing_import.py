@@ -56,7 +56,9 @@ def test_cache_and_csvs_become_a_store(tmp_path):
                                     "--labels_out", str(tmp_path / "labels.csv")])
     assert counts == {"done": 2, "failed": 1, "skipped": 0, "segments": 10}
     store = EmbeddingStore(out)
-    assert store.manifest["encoder"] == "languagebind:LanguageBind_Video_FT" and store.dim == D
+    # the authors' checkpoint (langbind_preprocessing.py) and their sampling
+    assert store.manifest["encoder"] == "languagebind:LanguageBind_Video_Huge_V1.5_FT" and store.dim == D
+    assert store.manifest["profile"] == "authors"
     for vid in ("tt01", "tt02"):
         ref = vectors[vid] / np.linalg.norm(vectors[vid], axis=1, keepdims=True)
         np.testing.assert_allclose(store.get(vid), ref, atol=2e-3)  # float16 store

@@ -5,14 +5,16 @@ import importlib.util
 import numpy as np
 import pytest
 
-from preprocessing.decode import SamplingSpec, sample_video, transform_frame
+from preprocessing.decode import SamplingSpec, sample_video
 from preprocessing.readers import DecodeError, get_reader
 from preprocessing.synthetic_videos import frame_index, write_bad_files, write_video
+from preprocessing.transforms import CLIPProcessorTransform
 from preprocessing.windows import frame_indices, sample_times
 
 HAVE_DECORD = importlib.util.find_spec("decord") is not None
 READERS = ["pyav"] + (["decord", "auto"] if HAVE_DECORD else [])
-SPEC = SamplingSpec(frames_per_segment=4, frame_size=32, min_last_seconds=1.0)
+T32 = CLIPProcessorTransform(32, (0.5,) * 3, (0.5,) * 3, shortest_edge=32, crop_hw=(32, 32))
+SPEC = SamplingSpec(frames_per_segment=4, min_last_seconds=1.0, transform=T32)
 VFR = np.concatenate([np.arange(0, 5, 0.1), 5 + np.arange(0, 5, 1 / 30)])  # 10 fps, then 30 fps
 
 
@@ -69,21 +71,11 @@ def test_sampling_is_deterministic_and_independent_of_chunking(videos, reader):
 
 def test_overlapping_windows_share_frames(videos):
     spec = SamplingSpec(segment_seconds=5, stride_seconds=2.5, min_last_seconds=1.0, frames_per_segment=4,
-                        frame_size=32)
+                        transform=T32)
     windows, _, frames = run("pyav", videos["cfr"][0], spec, chunk=3)
     np.testing.assert_allclose(windows, [[0, 5], [2.5, 7.5], [5, 10], [7.5, 12]])
     got = np.array([[frame_index(f) for f in seg] for seg in frames])
     assert (got == frame_indices(videos["cfr"][1], sample_times(windows, 4))).all()
-
-
-def test_resize_and_center_crop():
-    frame = np.zeros((40, 80, 3), np.uint8)
-    frame[:, :10] = frame[:, -10:] = 255  # white side bars, 5 px after scaling, 10 px are cropped
-    center = transform_frame(frame, SamplingSpec(frame_size=20, crop="center"))
-    squash = transform_frame(frame, SamplingSpec(frame_size=20, crop="resize"))
-    assert center.shape == squash.shape == (20, 20, 3)
-    assert center.max() == 0  # the short side is scaled to 20, the bars are cropped away
-    assert squash[:, 0].min() == 255 and squash[:, -1].min() == 255 and squash[:, 10].max() == 0
 
 
 BAD = {"empty": "cannot open", "not_a_video": "cannot open", "garbage": "cannot open",
@@ -97,7 +89,7 @@ def test_bad_files_raise_decode_errors_with_a_reason(videos, reader, kind):
     events = []
     with pytest.raises(DecodeError, match=BAD[kind]):
         for event in sample_video(get_reader(reader), videos["bad"][kind], SamplingSpec(frames_per_segment=4,
-                                                                                       frame_size=32), 1):
+                                                                                       transform=T32), 1):
             events.append(event[0])
     if kind == "fails_mid_decode":  # it opened, was cut into windows, then decoding failed
         assert events[:1] == ["meta"]

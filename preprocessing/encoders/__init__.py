@@ -22,8 +22,9 @@ class EncoderError(ValueError):
 
 
 def build_encoder(backend: str, checkpoint, device="cpu", dtype="auto",
-                  frames_per_segment: int | None = None):
-    """A frozen ``SegmentEncoder`` in eval mode; ``EncoderError`` names the flag at fault."""
+                  frames_per_segment: int | None = None, profile: str = "hf"):
+    """A frozen ``SegmentEncoder`` in eval mode with the transform of ``profile``
+    (``preprocessing.profiles``); ``EncoderError`` names the flag at fault."""
     if backend not in BACKENDS:
         raise EncoderError(f"unknown --encoder {backend!r}; choose from {', '.join(BACKENDS)}")
     checkpoint = Path(checkpoint)
@@ -32,8 +33,19 @@ def build_encoder(backend: str, checkpoint, device="cpu", dtype="auto",
                            f"{backend} model (weights, config and tokenizer files); "
                            "`python -m preprocessing.make_tiny_encoder` writes a tiny one for trying things out")
     import torch
-    from preprocessing.encoders.base import resolve_dtype
+    from preprocessing.encoders.base import resolve_dtype, resolve_profile_dtype
+    from preprocessing.profiles import get_profile
+    from preprocessing.transforms import check_available
+    try:
+        prof = get_profile(profile)
+    except ValueError as e:
+        raise EncoderError(str(e)) from None
     device = torch.device(device)
     module, cls = BACKENDS[backend].split(":")
-    return getattr(importlib.import_module(module), cls)(checkpoint, device, resolve_dtype(dtype, device),
-                                                          frames_per_segment)
+    encoder = getattr(importlib.import_module(module), cls)(
+        checkpoint, device, resolve_dtype(resolve_profile_dtype(dtype, prof), device), frames_per_segment, prof)
+    try:
+        check_available(encoder.transform)
+    except ImportError as e:
+        raise EncoderError(f"--encoder {backend}: {e}") from None
+    return encoder

@@ -9,9 +9,10 @@ stage-2 repositories expose the same methods, e.g. OpenVINO's InternVideo2 noteb
 - ``get_vid_feat(frames [B, T, C, H, W]) -> [B, D]`` (or ``[B, 1, D]``), L2-normalised;
 - ``get_txt_feat(text: str) -> [1, D]``, tokenised inside with the model's own tokenizer.
 
-Input contract from that demo: ``config.num_frames`` frames (``4`` or ``8`` depending on the
-checkpoint), each resized (no crop) to ``config.size_t`` (224) with bilinear filtering,
-ImageNet mean / std. The real checkpoints were not run here (no network); the tests use a
+Input contract from that demo (``frames2tensor``): ``config.num_frames`` frames (``4`` or ``8``
+depending on the checkpoint), each resized (no crop) to ``config.size_t`` (224) by
+``cv2.resize`` (``INTER_LINEAR``), then ``(x / 255 - mean) / std`` with ImageNet statistics
+(``preprocessing.transforms.InternVideo2DemoTransform``). The real checkpoints were not run here (no network); the tests use a
 tiny remote-code model with the same method names.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from preprocessing.encoders import EncoderError
 from preprocessing.encoders.base import IMAGENET_MEAN, IMAGENET_STD, SegmentEncoder
+from preprocessing.transforms import InternVideo2DemoTransform, LegacyTransform
 
 REQUIRED_METHODS = ("get_vid_feat", "get_txt_feat")
 
@@ -53,10 +55,8 @@ def check_remote_code(checkpoint: Path) -> None:
 
 class InternVideo2Encoder(SegmentEncoder):
     backend = "internvideo2"
-    crop = "resize"
-    interpolation = "bilinear"  # the demo's cv2.resize(INTER_LINEAR)
 
-    def __init__(self, checkpoint: Path, device, dtype, frames_per_segment: int | None = None):
+    def __init__(self, checkpoint: Path, device, dtype, frames_per_segment: int | None, profile):
         from transformers import AutoModel
         check_remote_code(checkpoint)
         self.model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, local_files_only=True)
@@ -76,8 +76,11 @@ class InternVideo2Encoder(SegmentEncoder):
         self.device, self.dtype = device, dtype
         with torch.no_grad():
             probe = self.model.get_vid_feat(torch.zeros(1, T, 3, size, size, device=device, dtype=dtype))
-        super().__init__(checkpoint, device, dtype, frames_per_segment=T, frame_size=size,
-                         mean=IMAGENET_MEAN, std=IMAGENET_STD, dim=probe.reshape(1, -1).shape[1])
+        own = InternVideo2DemoTransform(size, IMAGENET_MEAN, IMAGENET_STD)
+        legacy = LegacyTransform(size, IMAGENET_MEAN, IMAGENET_STD, crop="resize", interpolation="bilinear")
+        super().__init__(checkpoint, device, dtype, frames_per_segment=T,
+                         transform=self.choose_transform(profile, own, legacy), dim=probe.reshape(1, -1).shape[1],
+                         profile=profile)
 
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.get_vid_feat(pixels).reshape(pixels.shape[0], -1)

@@ -7,8 +7,18 @@ none of that, so the package (and ``languagebind.video``) are registered as bare
 modules and only those three modules are executed.
 
 Input contract of LanguageBind-Video (its ``processing_video.py``): ``num_frames`` frames,
-short side resized to ``image_size`` (bilinear) and centre-cropped, OpenAI-CLIP mean / std.
-We drop its training-time random horizontal flip: extraction must be deterministic.
+``x / 255``, OpenAI-CLIP mean / std, then the short side scaled to 224 in float32 (torch
+bilinear, no antialiasing, pytorchvideo's floored ``ShortSideScale``) and a 224 centre crop
+(``preprocessing.transforms.LanguageBindTransform``; 224 is every published checkpoint's
+``image_size``, which we use). We drop its random horizontal flip: extraction must be
+deterministic.
+
+Both published checkpoint layouts load: ``clip_type`` "vl" (``Conv2d`` patch embedding, one
+class embedding; e.g. ``LanguageBind_Video_FT``) and "vl_new" (``Conv3d`` patch embedding,
+per-frame class embeddings; the V1.5 checkpoints such as the authors'
+``LanguageBind_Video_Huge_V1.5_FT``), from safetensors or ``pytorch_model.bin``, with or
+without LoRA (``lora_r`` > 0, e.g. ``LanguageBind_Video``). A checkpoint whose weights do not
+all load into the model its config describes is refused, naming the missing weights.
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ import torch
 
 from preprocessing.encoders import EncoderError
 from preprocessing.encoders.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, SegmentEncoder
+from preprocessing.transforms import LanguageBindTransform, LegacyTransform
 
 
 def import_languagebind_video():
@@ -45,10 +56,8 @@ def import_languagebind_video():
 
 class LanguageBindEncoder(SegmentEncoder):
     backend = "languagebind"
-    crop = "center"
-    interpolation = "bilinear"  # pytorchvideo's ShortSideScale
 
-    def __init__(self, checkpoint: Path, device, dtype, frames_per_segment: int | None = None):
+    def __init__(self, checkpoint: Path, device, dtype, frames_per_segment: int | None, profile):
         Config, Model, Tokenizer = import_languagebind_video()
         config = Config.from_pretrained(checkpoint)
         # The top-level class does not declare SDPA support; its CLIP attention layers (which
@@ -63,13 +72,22 @@ class LanguageBindEncoder(SegmentEncoder):
         if frames_per_segment not in (None, vision.num_frames):
             raise EncoderError(f"--frames_per_segment {frames_per_segment}: {checkpoint} was trained with "
                                f"{vision.num_frames} frames per clip (its temporal attention is built for that many)")
-        self.model = Model.from_pretrained(checkpoint, config=config).eval().requires_grad_(False)
-        self.model.to(device=device, dtype=dtype)
+        self.model, info = Model.from_pretrained(checkpoint, config=config, output_loading_info=True)
+        missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
+        if missing or info["mismatched_keys"]:
+            bad = missing or [k for k, *_ in info["mismatched_keys"]]
+            raise EncoderError(f"--checkpoint {checkpoint}: {len(bad)} weights of the model its config.json describes "
+                               f"(clip_type {getattr(vision, 'clip_type', 'vl')!r}, lora_r {vision.lora_r}) are "
+                               f"{'missing' if missing else 'of another shape'} in its weights file, e.g. {bad[0]}")
+        self.model.eval().requires_grad_(False).to(device=device, dtype=dtype)
         self.tokenizer = Tokenizer.from_pretrained(checkpoint)
         self.context_length = min(77, config.text_config.max_position_embeddings)
+        own = LanguageBindTransform(vision.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        legacy = LegacyTransform(vision.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, crop="center",
+                                 interpolation="bilinear")
         super().__init__(checkpoint, device, dtype, frames_per_segment=vision.num_frames,
-                         frame_size=vision.image_size, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
-                         dim=config.projection_dim)
+                         transform=self.choose_transform(profile, own, legacy), dim=config.projection_dim,
+                         profile=profile)
 
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # LanguageBindVideo embeds a clip from [B, C, T, H, W]
