@@ -72,13 +72,17 @@ class LanguageBindEncoder(SegmentEncoder):
         if frames_per_segment not in (None, vision.num_frames):
             raise EncoderError(f"--frames_per_segment {frames_per_segment}: {checkpoint} was trained with "
                                f"{vision.num_frames} frames per clip (its temporal attention is built for that many)")
-        self.model, info = Model.from_pretrained(checkpoint, config=config, output_loading_info=True)
+        layout = f"(clip_type {getattr(vision, 'clip_type', 'vl')!r}, lora_r {vision.lora_r})"
+        try:
+            self.model, info = Model.from_pretrained(checkpoint, config=config, output_loading_info=True)
+        except RuntimeError as e:  # a weight of another shape, e.g. Conv3d patches read as the "vl" layout
+            reason = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:200])
+            raise EncoderError(f"--checkpoint {checkpoint}: its weights do not fit the model its config.json "
+                               f"describes {layout}: {reason}") from None
         missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
-        if missing or info["mismatched_keys"]:
-            bad = missing or [k for k, *_ in info["mismatched_keys"]]
-            raise EncoderError(f"--checkpoint {checkpoint}: {len(bad)} weights of the model its config.json describes "
-                               f"(clip_type {getattr(vision, 'clip_type', 'vl')!r}, lora_r {vision.lora_r}) are "
-                               f"{'missing' if missing else 'of another shape'} in its weights file, e.g. {bad[0]}")
+        if missing:
+            raise EncoderError(f"--checkpoint {checkpoint}: {len(missing)} weights of the model its config.json "
+                               f"describes {layout} are missing in its weights file, e.g. {missing[0]}")
         self.model.eval().requires_grad_(False).to(device=device, dtype=dtype)
         self.tokenizer = Tokenizer.from_pretrained(checkpoint)
         self.context_length = min(77, config.text_config.max_position_embeddings)
