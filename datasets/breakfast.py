@@ -5,7 +5,8 @@ train/test split of the long-video literature the paper compares with (Timecepti
 ViS4mer, Turbo, VideoMamba), each with the header ``file_name,duration,action,class_id``
 (``file_name`` like ``P03-cam01-P03_cereals``, the store key; ``duration`` in seconds;
 ``action`` the activity name; ``class_id`` in 0..9). The papers print 1,357 / 335 videos; the
-split files ViS4mer distributes have 1,357 / 355 rows, and those rows are what is evaluated.
+split files ViS4mer distributes have 1,357 / 355 rows (1,712 in all, the dataset size LV-MAE's
+Sec. 4.1 gives), and those rows are what is evaluated.
 
 Videos: the dataset's own tree (``BreakfastII_15fps_qvga_sync/P03/cam01/P03_cereals.avi``,
 ``P03/stereo/P03_cereals_ch0.avi``) keys a store by ``P03-cam01-P03_cereals`` /
