@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from preprocessing.readers import DecodeError, OpenedVideo
-from preprocessing.transforms import FrameTransform, LegacyTransform
+from preprocessing.transforms import FrameTransform
 from preprocessing.windows import FRAME_RULES, plan_segments
 
 
@@ -34,7 +34,7 @@ class SamplingSpec:
     min_last_seconds: float = 2.5
     frames_per_segment: int = 8
     frame_rule: str = "centres"     # preprocessing.windows.FRAME_RULES
-    transform: FrameTransform = field(default_factory=lambda: LegacyTransform(224, (0.5,) * 3, (0.5,) * 3))
+    transform: FrameTransform = field(kw_only=True)  # the encoder's (encoder.transform)
 
     def __post_init__(self):
         if self.frame_rule not in FRAME_RULES:
