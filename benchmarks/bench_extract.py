@@ -1,35 +1,50 @@
-"""Throughput of the preprocessing pipeline on generated videos of several lengths and sizes.
+"""Throughput of the preprocessing pipeline against the decoders' own limits, on generated videos.
 
-Three measurements, all in 5-s segments per second (T = 8 frames each, through the worker
-half of a 224-px transform, ``--transform``: ``clip`` = CLIPImageProcessor's PIL resize + crop,
-``languagebind`` = its float32 normalise + resize + crop, ``internvideo2`` = cv2 resize,
-``legacy`` = the PIL resize every encoder had before profiles):
+All rates are 5-s segments per second (T = 8 frames each, the ``--profiles``' frame rules,
+through the worker half of a 224-px ``--transform``: ``clip`` = CLIPImageProcessor's PIL
+resize + crop, ``languagebind`` = its float32 normalise + resize + crop, ``internvideo2`` = cv2
+resize, ``legacy`` = the PIL resize every encoder had before profiles). Per video kind and
+reader library, measured side by side in one process with the same decoder thread settings:
 
-- ``sample``: one process, ``sample_video`` (open, timestamps, windows, one forward decode,
-  resize + crop) per reader and per video kind;
-- ``pool``: the supervised decode workers (``--num_workers``) on all videos, no encoder;
-- ``extract``: ``python -m preprocessing.extract`` end to end with a tiny random CLIP (224 px
-  input, so the encoder costs almost nothing and the number is the pipeline's ceiling).
+- ``decode_all``: the library decoding every frame in order and nothing else (PyAV: the
+  frames, no conversion; decord: ``next()`` on every frame, which is how decord decodes) --
+  the decoder's limit;
+- ``reader``: our reader delivering the profile's frames (``OpenedVideo.frames``: decode, skip,
+  RGB of the sampled frames);
+- ``sample``: ``sample_video`` (windows, reader, the transform in its background thread) --
+  what a decode worker does per video; ``sample_inline``: the same with the transform inline.
 
-Videos are h264 (x264 ``--crf``, 25 fps) with a moving texture, generated once into
-``--work_dir``. Prints one JSON line (also appended to ``--output`` when given).
+``ratio_*`` = that rate / ``decode_all``; ``cpu_ratio_*`` the same with process CPU time
+instead of wall time (what one core per worker pays; less sensitive to other load). Each
+measurement is the best of ``--repeats`` interleaved runs. Then, as before: ``pool`` (the
+supervised decode workers on all videos, no encoder) and ``extract`` (the CLI end to end with
+a tiny random 224-px CLIP, the pipeline's ceiling). The JSON line records the machine's load
+average before and after: numbers taken on a loaded machine are not decoder limits.
 
-    python benchmarks/bench_extract.py [--seconds 20 60] [--sizes 320x240 1280x720] [--num_workers 2] [--transform clip]
+Videos: h264 (x264 ``--preset``, ``--crf``, 25 fps) with a moving texture, one per size x GOP
+x B-frame setting, generated once into ``--work_dir``.
+
+    python benchmarks/bench_extract.py                                  # 720p/1080p, GOP 12/250, B 0/3
+    python benchmarks/bench_extract.py --sizes 1280x720 --gops 50 --bframes 0 --preset ultrafast --seconds 60
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from preprocessing import transforms  # noqa: E402
-from preprocessing.decode import SamplingSpec, sample_video  # noqa: E402
-from preprocessing.pool import DecodePool, Job  # noqa: E402
+from preprocessing.decode import SamplingSpec, plan_windows, sample_video  # noqa: E402
+from preprocessing.pool import DecodePool, Job, default_decoder_threads  # noqa: E402
+from preprocessing.profiles import PROFILES  # noqa: E402
 from preprocessing.readers import get_reader  # noqa: E402
 from preprocessing.synthetic_videos import parse_size, write_video  # noqa: E402
 
@@ -40,25 +55,75 @@ TRANSFORMS = {"clip": transforms.CLIPProcessorTransform(224, *_STATS),
               "legacy": transforms.LegacyTransform(224, *_STATS, crop="center", interpolation="bicubic")}
 
 
-def make_videos(work: Path, seconds, sizes, crf) -> dict[str, list[Path]]:
+def make_videos(work: Path, seconds, sizes, gops, bframes, preset, crf) -> dict[str, Path]:
     kinds = {}
     for w, h in sizes:
-        for s in seconds:
-            path = work / f"v{w}x{h}_{s:g}s.mp4"
-            if not path.exists():
-                write_video(path, seconds=s, fps=25, size=(w, h), crf=crf, gop=50)
-            kinds[f"{w}x{h}_{s:g}s"] = [path]
+        for gop in gops:
+            for b in bframes:
+                kind = f"{w}x{h}_{seconds:g}s_gop{gop}_b{b}_{preset}"
+                path = work / f"{kind}.mp4"
+                if not path.exists():
+                    write_video(path, seconds=seconds, fps=25, size=(w, h), crf=crf, gop=gop, bframes=b,
+                                preset=preset)
+                kinds[kind] = path
     return kinds
 
 
-def bench_sample(kinds, readers, spec) -> dict:
-    out = {}
-    for reader in readers:
-        r = get_reader(reader)
-        for kind, paths in kinds.items():
-            t = time.perf_counter()
-            n = sum(len(e[2]) for p in paths for e in sample_video(r, p, spec) if e[0] == "frames")
-            out[f"{reader}/{kind}"] = round(n / (time.perf_counter() - t), 2)
+def _timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def decode_all(library: str, path: Path, threads: int) -> None:
+    """The library decoding every frame in order, nothing else, with the readers' thread settings."""
+    if library == "pyav":
+        import av
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            codec = stream.codec_context
+            if threads == 1:
+                codec.thread_type, codec.thread_count = "SLICE", 1
+            else:
+                codec.thread_type, codec.thread_count = "AUTO", threads
+            for _ in container.decode(stream):
+                pass
+    else:
+        import decord
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
+        for _ in range(len(vr)):
+            vr.next()
+
+
+def bench_kind(library, path, spec, threads, repeats) -> dict:
+    reader = get_reader(library, threads)
+    with reader.open(path) as video:
+        segments = len(plan_windows(video, spec)[0])
+
+    def run_reader():
+        with reader.open(path) as video:
+            _, idx = plan_windows(video, spec)
+            for _ in video.frames(np.unique(idx)):
+                pass
+
+    def run_sample(transform_threads):
+        for _ in sample_video(reader, path, spec, transform_threads=transform_threads):
+            pass
+
+    runs = {"decode_all": lambda: decode_all(library, path, threads), "reader": run_reader,
+            "sample": lambda: run_sample(1), "sample_inline": lambda: run_sample(0)}
+    best = {name: (float("inf"), float("inf")) for name in runs}
+    for _ in range(repeats):  # interleaved, so slow phases of other load hit every measurement
+        for name, fn in runs.items():
+            wall, cpu = _timed(fn)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    out = {"segments": segments}
+    for name, (wall, cpu) in best.items():
+        out[f"{name}_segments_per_s"] = round(segments / wall, 2)
+        out[f"{name}_cpu_s_per_segment"] = round(cpu / segments, 4)
+    for name in ("reader", "sample", "sample_inline"):
+        out[f"ratio_{name}"] = round(best["decode_all"][0] / best[name][0], 3)
+        out[f"cpu_ratio_{name}"] = round(best["decode_all"][1] / best[name][1], 3)
     return out
 
 
@@ -94,28 +159,58 @@ def bench_extract(paths, work: Path, num_workers, batch_size) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, nargs="+", default=[20.0, 60.0], help="video lengths")
-    p.add_argument("--sizes", type=parse_size, nargs="+", default=[(320, 240), (1280, 720)], help="frame sizes WxH")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of every generated video")
+    p.add_argument("--sizes", type=parse_size, nargs="+", default=[(1280, 720), (1920, 1080)], help="frame sizes WxH")
+    p.add_argument("--gops", type=int, nargs="+", default=[12, 250], help="frames between key frames (x264: 250)")
+    p.add_argument("--bframes", type=int, nargs="+", default=[0, 3], help="consecutive B-frames (x264: 3)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset of the generated videos (CABAC, deblocking)")
     p.add_argument("--crf", type=int, default=23, help="x264 quality of the generated videos")
-    p.add_argument("--num_workers", type=int, default=2, help="decode workers for the pool / extract runs")
-    p.add_argument("--batch_size", type=int, default=64, help="encoder batch for the extract run")
-    p.add_argument("--work_dir", default=None, help="where videos are generated (default: a temporary directory)")
-    p.add_argument("--output", default=None, help="also append the JSON line to this file")
+    p.add_argument("--profiles", nargs="+", default=["hf", "authors"], choices=list(PROFILES),
+                   help="whose frame rule picks the frames (hf: window centres, authors: linspace)")
     p.add_argument("--transform", default="clip", choices=list(TRANSFORMS),
                    help="worker half of which 224-px transform (the extract run is always the tiny CLIP's)")
+    p.add_argument("--readers", nargs="+", default=None, choices=["pyav", "decord"],
+                   help="reader libraries (default: pyav, and decord where installed)")
+    p.add_argument("--decoder_threads", type=int, default=0,
+                   help="decoder threads of reader and decode_all alike (0: the library's automatic count)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each measurement; the best counts")
+    p.add_argument("--num_workers", type=int, default=2, help="decode workers for the pool / extract runs")
+    p.add_argument("--batch_size", type=int, default=64, help="encoder batch for the extract run")
+    p.add_argument("--skip_pipeline", action="store_true", help="only the per-video decode measurements")
+    p.add_argument("--work_dir", default=None, help="where videos are generated (default: a temporary directory)")
+    p.add_argument("--output", default=None, help="also append the JSON line to this file")
     args = p.parse_args(argv)
-    spec = SamplingSpec(frames_per_segment=8, transform=TRANSFORMS[args.transform])
+    readers = args.readers or ["pyav"] + (["decord"] if importlib.util.find_spec("decord") else [])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        kinds = make_videos(work, args.seconds, args.sizes, args.crf)
-        paths = [p for ps in kinds.values() for p in ps]
-        readers = ["pyav"] + (["decord"] if importlib.util.find_spec("decord") else [])
-        result = {"bench": "extract", "frames_per_segment": spec.frames_per_segment,
-                  "frame_size": spec.transform.size, "transform": args.transform,
-                  "videos": sorted(kinds), "sample_segments_per_s": bench_sample(kinds, readers, spec),
-                  "pool_workers": args.num_workers, "pool_segments_per_s": bench_pool(paths, args.num_workers, "auto", spec),
-                  "extract_tiny_clip": bench_extract(paths, work, args.num_workers, args.batch_size)}
+        kinds = make_videos(work, args.seconds, args.sizes, args.gops, args.bframes, args.preset, args.crf)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        result = {"bench": "extract", "cpus": os.cpu_count(), "load_average_before": load_before,
+                  "frames_per_segment": 8, "frame_size": 224, "transform": args.transform,
+                  "decoder_threads": args.decoder_threads, "repeats": args.repeats, "best_of": "min wall, min cpu",
+                  "decode_all": {"pyav": "container.decode, every frame, no conversion",
+                                 "decord": "VideoReader.next() on every frame"},
+                  "videos": sorted(kinds), "decode": {}}
+        for profile in args.profiles:
+            spec = SamplingSpec(frames_per_segment=8, frame_rule=PROFILES[profile].frame_rule,
+                                min_last_seconds=5.0 * PROFILES[profile].min_last_fraction,
+                                transform=TRANSFORMS[args.transform])
+            for kind, path in kinds.items():
+                for library in readers:
+                    result["decode"][f"{profile}/{library}/{kind}"] = bench_kind(library, path, spec,
+                                                                                args.decoder_threads, args.repeats)
+        ratios = [v["ratio_sample"] for v in result["decode"].values()]
+        cpu_ratios = [v["cpu_ratio_sample"] for v in result["decode"].values()]
+        result["min_ratio_sample"], result["min_cpu_ratio_sample"] = min(ratios), min(cpu_ratios)
+        if not args.skip_pipeline:
+            spec = SamplingSpec(frames_per_segment=8, transform=TRANSFORMS[args.transform])
+            paths = list(kinds.values())
+            result["pool_workers"] = args.num_workers
+            result["pool_decoder_threads"] = default_decoder_threads(args.num_workers)
+            result["pool_segments_per_s"] = bench_pool(paths, args.num_workers, "auto", spec)
+            result["extract_tiny_clip"] = bench_extract(paths, work, args.num_workers, args.batch_size)
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     line = json.dumps(result)
     print(line)
     if args.output:

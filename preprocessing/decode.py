@@ -10,12 +10,17 @@ transform). It yields, in order::
     ("frames", first_segment, [n, T, *transform.shape] transform.dtype)   # chunks of consecutive segments
     ...
 
-Only the frames of a few segments are ever held in memory, so an hours-long movie streams
+The transform of a sampled frame runs in a background thread while the reader decodes on
+(``transform_threads``; the decoders and the transforms release the GIL), so a worker with a
+spare core hides most of the transform behind the decoding. Only the frames of a few segments
+(and ``IN_FLIGHT`` decoded frames) are ever held in memory, so an hours-long movie streams
 through in constant memory. This module imports no torch: decode workers start in a fraction
 of a second (a transform that needs torch imports it in the worker).
 """
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -24,6 +29,8 @@ import numpy as np
 from preprocessing.readers import DecodeError, OpenedVideo
 from preprocessing.transforms import FrameTransform
 from preprocessing.windows import FRAME_RULES, plan_segments
+
+IN_FLIGHT = 4  # decoded frames waiting for (or in) the transform thread
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,27 @@ def plan_windows(video: OpenedVideo, spec: SamplingSpec) -> tuple[np.ndarray, np
     return windows, idx
 
 
-def sample_video(reader, path, spec: SamplingSpec, chunk_segments: int = 16) -> Iterator[tuple]:
+def prepared_frames(frames, indices: list[int], prepare, threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, prepare(frame))`` in order; with ``threads`` > 0 the frames are prepared in that
+    many background threads while ``frames`` goes on decoding (at most ``IN_FLIGHT`` ahead)."""
+    if threads <= 0:
+        for u, frame in zip(indices, frames):
+            yield u, prepare(frame)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="lvmae-transform") as pool:
+        pending: deque = deque()
+        for u, frame in zip(indices, frames):
+            pending.append((u, pool.submit(prepare, frame)))
+            while pending and (len(pending) >= IN_FLIGHT or pending[0][1].done()):
+                u0, future = pending.popleft()
+                yield u0, future.result()
+        while pending:
+            u0, future = pending.popleft()
+            yield u0, future.result()
+
+
+def sample_video(reader, path, spec: SamplingSpec, chunk_segments: int = 16,
+                 transform_threads: int = 1) -> Iterator[tuple]:
     """Events ``("meta", windows, duration)`` then ``("frames", start, [n, T, *shape])``."""
     T, transform = spec.frames_per_segment, spec.transform
     shape, dtype = (T, *transform.shape), np.dtype(transform.dtype)
@@ -65,8 +92,9 @@ def sample_video(reader, path, spec: SamplingSpec, chunk_segments: int = 16) -> 
         cache: dict[int, np.ndarray] = {}
         chunk = np.empty((min(chunk_segments, n), *shape), dtype)
         seg = start = 0
-        for u, frame in zip(wanted.tolist(), video.frames(wanted)):
-            cache[u] = transform.prepare(frame)
+        for u, prepared in prepared_frames(video.frames(wanted), wanted.tolist(), transform.prepare,
+                                           transform_threads):
+            cache[u] = prepared
             # Window starts increase, so segment ``seg`` is complete once its last frame arrived.
             while seg < n and idx[seg, -1] <= u:
                 chunk[seg - start] = np.stack([cache[i] for i in idx[seg].tolist()])

@@ -122,6 +122,7 @@ def run(args) -> dict:
     from datasets.store import StoreWriter, committed_ids, make_manifest
     from preprocessing.encoders import EncoderError, build_encoder
     from preprocessing.pipeline import Extraction
+    from preprocessing.pool import default_decoder_threads
     from preprocessing.profiles import get_profile
     from preprocessing.readers import get_reader
     from preprocessing.video_list import VideoListError, list_videos, parse_shard, select_part
@@ -178,7 +179,8 @@ def run(args) -> dict:
     spec = encoder.sampling(args.segment_seconds, stride, min_last)
     extraction = Extraction(encoder, writer, spec, args.reader, num_workers=workers, batch_size=args.batch_size,
                             commit_interval=args.commit_interval, decode_timeout=args.decode_timeout,
-                            progress=not args.no_progress and rank == 0)
+                            progress=not args.no_progress and rank == 0,
+                            decoder_threads=default_decoder_threads(workers, cpus))
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with writer:

@@ -75,8 +75,9 @@ class Extraction:
 
     def __init__(self, encoder, writer: StoreWriter, spec: SamplingSpec, reader: str, num_workers: int = 1,
                  batch_size: int = 64, commit_interval: float = 300.0, decode_timeout: float = 600.0,
-                 progress: bool = True):
+                 progress: bool = True, decoder_threads: int | None = None):
         self.encoder, self.writer, self.spec, self.reader = encoder, writer, spec, reader
+        self.decoder_threads = decoder_threads  # per worker; None: the cores left to each worker
         self.num_workers, self.batch_size = num_workers, batch_size
         self.commit_interval, self.decode_timeout = commit_interval, decode_timeout
         self.progress = progress
@@ -91,7 +92,8 @@ class Extraction:
         self._videos: dict[int, _Video] = {}
         self._last_commit = self._start = time.monotonic()
         chunk = max(1, min(self.batch_size, 16))
-        with DecodePool(self.num_workers, self.reader, self.spec, chunk, self.decode_timeout) as pool, \
+        with DecodePool(self.num_workers, self.reader, self.spec, chunk, self.decode_timeout,
+                        self.decoder_threads) as pool, \
                 tqdm(total=len(videos), unit="video", disable=not self.progress, dynamic_ncols=True) as bar:
             self._bar = bar
             exhausted = False

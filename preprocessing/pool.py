@@ -21,6 +21,7 @@ for a transform that normalises before it resizes).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -39,11 +40,11 @@ class Job:
     path: str
 
 
-def _worker_main(conn, reader_spec: str, spec: SamplingSpec, chunk_segments: int) -> None:
+def _worker_main(conn, reader_spec: str, spec: SamplingSpec, chunk_segments: int, decoder_threads: int) -> None:
     # Ctrl-C goes to the whole process group; the main process decides what to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        reader = get_reader(reader_spec)
+        reader = get_reader(reader_spec, decoder_threads)
         spec.transform.setup_worker()
     except Exception as e:
         conn.send(("fatal", None, f"cannot create reader {reader_spec!r} or set up the "
@@ -72,6 +73,15 @@ def _worker_main(conn, reader_spec: str, spec: SamplingSpec, chunk_segments: int
             conn.send(("error", job_id, str(e)))
         except Exception as e:  # a reader bug must not take the worker down with it
             conn.send(("error", job_id, f"{type(e).__name__} in the reader: {e}"))
+
+
+def default_decoder_threads(num_workers: int, cpus: int | None = None) -> int:
+    """Decoder threads per worker: the cores left to each worker (frame threading pays only on a
+    spare core; more threads than cores cost CPU and memory). Each worker also runs one
+    transform thread (``preprocessing.decode``)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, num_workers))
 
 
 def describe_exit(code: int | None) -> str:
@@ -107,13 +117,14 @@ class DecodePool:
     """
 
     def __init__(self, num_workers: int, reader_spec: str, spec: SamplingSpec, chunk_segments: int = 16,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, decoder_threads: int | None = None):
         methods = mp.get_all_start_methods()
         self._ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         if self._ctx.get_start_method() == "forkserver":
             self._ctx.set_forkserver_preload(["preprocessing.decode", "preprocessing.pool",
                                               *spec.transform.worker_modules])
-        self._args = (reader_spec, spec, chunk_segments)
+        self._args = (reader_spec, spec, chunk_segments,
+                      default_decoder_threads(num_workers) if decoder_threads is None else decoder_threads)
         self.timeout = timeout
         self.num_restarts = 0
         self.workers = [_Worker(self._ctx, self._args) for _ in range(max(1, num_workers))]

@@ -7,9 +7,11 @@
         for frame in video.frames(indices):  # sorted unique frame indices -> uint8 [H, W, 3] RGB
             ...
 
-A video is opened once and decoded forward once: ``frames`` visits the requested indices in
-order (decord: ``get_batch`` in chunks, which skips forward inside a GOP and seeks only to later
-key frames; PyAV: one forward decode pass, converting only the requested frames to RGB).
+A video is opened once and decoded forward once, without seeking: ``frames`` visits the
+requested indices in order and converts only those frames to RGB (decord: ``skip_frames``
+between them; PyAV: the packets of a GOP up to its last requested frame, none of a GOP without
+one, ``PyAVVideo.packets_to_decode``). Streams with leading pictures (open GOPs) are decoded
+frame by frame up to the last requested frame.
 Timestamps come from the container (decord's frame index, PyAV's packet pts), so variable
 frame rates are handled. Whatever goes wrong inside a file is raised as ``DecodeError`` with a
 one-line reason; a crash *inside* the decoder library is the worker pool's business
@@ -83,7 +85,7 @@ def _relative_times(starts: np.ndarray, last_end: float | None) -> tuple[np.ndar
 
 # --- decord --------------------------------------------------------------------------------------
 class DecordVideo(OpenedVideo):
-    def __init__(self, path: str, chunk_frames: int, num_threads: int):
+    def __init__(self, path: str, num_threads: int):
         import decord
         try:
             self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
@@ -92,53 +94,94 @@ class DecordVideo(OpenedVideo):
         except Exception as e:  # decord raises RuntimeError / DECORDError for every kind of bad file
             raise DecodeError(f"cannot open: {_reason(e)}") from None
         self.timestamps, self.duration = _relative_times(ts[:, 0], ts[-1, 1] if n else None)
-        declared = _declared_frames(path)
+        declared, self._open_gop = _container_facts(path)
         if declared and n < declared:
             # decord indexes what it can demux, so a cut file would silently become a shorter video.
             raise DecodeError(f"truncated: the container declares {declared} frames, {n} can be read")
-        self._chunk = chunk_frames
 
     def frames(self, indices):
-        for i in range(0, len(indices), self._chunk):
-            chunk = indices[i:i + self._chunk]
+        # One forward pass: ``skip_frames`` decodes the frames in between without converting or
+        # copying them, ``next`` converts the wanted one. ``get_batch`` seeks to the key frame
+        # before every index in another GOP (slower: the decoder restarts), and both it and
+        # ``skip_frames`` miscount frames after a key frame with leading pictures (open GOPs):
+        # there every frame is read with ``next``.
+        vr, pos = self._vr, 0
+        for i in np.asarray(indices).tolist():
             try:
-                batch = self._vr.get_batch(chunk.tolist()).asnumpy()
+                if self._open_gop:
+                    while pos < i:
+                        vr.next()
+                        pos += 1
+                elif i > pos:
+                    vr.skip_frames(i - pos)
+                frame = vr.next()
             except Exception as e:
-                raise DecodeError(f"decoding frames {chunk[0]}..{chunk[-1]} of {len(self.timestamps)} "
-                                  f"failed: {_reason(e)}") from None
-            yield from batch
+                raise DecodeError(f"decoding frame {i} of {len(self.timestamps)} failed: {_reason(e)}") from None
+            pos = i + 1
+            if frame.shape[-1] != 3:
+                # decord 0.6 reports padded rows as extra channels for some frame widths (e.g. 48 px).
+                raise DecodeError(f"decoding frames {i}..: decord returned a frame of shape {tuple(frame.shape)}")
+            yield frame.asnumpy()
 
     def close(self):
         self._vr = None
 
 
-def _declared_frames(path: str) -> int:
-    """The frame count the container header promises (0 when it has none, e.g. mkv / ts)."""
+def _container_facts(path: str) -> tuple[int, bool]:
+    """The frame count the container header promises (0 when it has none, e.g. mkv / ts), and
+    whether the stream has leading pictures (``_has_leading_pictures``), from one demux pass."""
     import av
     try:
         with av.open(path, metadata_errors="ignore") as container:
-            return container.streams.video[0].frames if container.streams.video else 0
+            if not container.streams.video:
+                return 0, False
+            stream = container.streams.video[0]
+            pts, _, keys = _demux_index(container, stream)
+            return stream.frames, _has_leading_pictures(pts, keys)
     except av.error.FFmpegError:
-        return 0
+        return 0, False
+
+
+def _demux_index(container, stream) -> tuple[list, list, list]:
+    """pts (dts where missing), duration and key-frame flag of every packet, in decode order
+    (demuxing only: no decoding)."""
+    pts, durations, keys = [], [], []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        pts.append(packet.pts if packet.pts is not None else packet.dts)
+        durations.append(packet.duration or 0)
+        keys.append(packet.is_keyframe)
+    return pts, durations, keys
+
+
+def _has_leading_pictures(pts: list, keys: list) -> bool:
+    """A frame decoded after a key frame but shown before it (an open GOP: it may reference the
+    GOP before the key frame). Unknown pts count as leading pictures."""
+    if not pts or any(p is None for p in pts):
+        return True
+    pts = np.asarray(pts, dtype=np.int64)
+    latest_key = np.maximum.accumulate(np.where(keys, pts, np.iinfo(np.int64).min))
+    return bool((pts < latest_key).any())
 
 
 class DecordReader:
     name = "decord"
 
-    def __init__(self, chunk_frames: int = 32, num_threads: int = 0):
+    def __init__(self, num_threads: int = 0):
         import decord  # fail at construction, not per video, when decord is missing
         decord.logging.set_level(decord.logging.QUIET)  # reasons reach the failures file instead
-        self.chunk_frames, self.num_threads = chunk_frames, num_threads
+        self.num_threads = num_threads  # decoder threads (0: decord's automatic count)
 
     def open(self, path) -> DecordVideo:
-        return DecordVideo(str(path), self.chunk_frames, self.num_threads)
+        return DecordVideo(str(path), self.num_threads)
 
 
 # --- PyAV ----------------------------------------------------------------------------------------
 class PyAVVideo(OpenedVideo):
-    def __init__(self, path: str):
+    def __init__(self, path: str, threads: int = 0):
         import av
-        self._av, self._path = av, path
+        self._av, self._path, self._threads = av, path, threads
         try:
             with av.open(path, metadata_errors="ignore") as container:
                 if not container.streams.video:
@@ -147,39 +190,75 @@ class PyAVVideo(OpenedVideo):
                 stream = container.streams.video[0]
                 declared = stream.frames
                 # Demux only (no decoding): the packets' pts are the display times of all frames.
-                pts, durations = [], []
-                for packet in container.demux(stream):
-                    if packet.size == 0:
-                        continue
-                    pts.append(packet.pts if packet.pts is not None else packet.dts)
-                    durations.append(packet.duration or 0)
+                pts, durations, keys = _demux_index(container, stream)
                 tb = float(stream.time_base) if stream.time_base else None
                 rate = float(stream.average_rate or stream.guessed_rate or 0)
         except av.error.FFmpegError as e:
             raise DecodeError(f"cannot open: {_reason(e)}") from None
         if declared and len(pts) < declared:
             raise DecodeError(f"truncated: the container declares {declared} frames, {len(pts)} can be read")
+        self._gop = np.maximum(np.cumsum(keys) - 1, 0)  # GOP of each packet, decode order
         if pts and all(p is not None for p in pts) and tb:
-            order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-            self._pts = np.asarray(pts, dtype=np.int64)[order]
+            decode_pts = np.asarray(pts, dtype=np.int64)
+            order = np.argsort(decode_pts, kind="stable")  # display index -> decode position
+            self._pts, self._decode_pos = decode_pts[order], order
+            # Leading pictures may reference the GOP before: then no GOP's tail is left undecoded.
+            self._open_gop = _has_leading_pictures(pts, keys)
             last = (self._pts[-1] + durations[order[-1]]) * tb if durations[order[-1]] else None
             self.timestamps, self.duration = _relative_times(self._pts * tb, last)
         elif pts and rate > 0:
             # No usable pts (raw streams, some AVIs): frames in decode order at the nominal rate.
-            self._pts = None
+            self._pts, self._decode_pos, self._open_gop = None, np.arange(len(pts)), True
             self.timestamps, self.duration = _relative_times(np.arange(len(pts)) / rate, len(pts) / rate)
         else:
             raise DecodeError("no video frames" if not pts else "frames have neither timestamps nor a frame rate")
 
+    def packets_to_decode(self, indices) -> np.ndarray:
+        """bool ``[packets]`` (decode order): what must be decoded to get frames ``indices``.
+
+        Every packet of a GOP up to the last wanted one in decode order (the frames a wanted
+        frame references come before it); nothing after the last wanted frame of a GOP, and no
+        GOP without a wanted frame. With leading pictures (open GOPs) or without pts, every
+        packet up to the last wanted one."""
+        pos = self._decode_pos[np.asarray(indices, dtype=np.int64)]
+        every = np.arange(len(self._gop))
+        if len(pos) == 0:
+            return np.zeros(len(every), bool)
+        if self._open_gop:
+            return every <= pos.max()
+        last_in_gop = np.full(int(self._gop[-1]) + 1, -1)
+        np.maximum.at(last_in_gop, self._gop[pos], pos)
+        return every <= last_in_gop[self._gop]
+
+    def _decoded_frames(self, container, stream, feed):
+        """Frames of the packets ``feed`` selects, in display order (one forward pass, no seek)."""
+        last = int(np.flatnonzero(feed)[-1]) if feed.any() else -1
+        pos = 0
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's end-of-stream packet: flushed below
+                continue
+            if pos > last:
+                break
+            if feed[pos]:
+                yield from stream.decode(packet)
+            pos += 1
+        yield from stream.decode(None)  # the frames still in the decoder (reordering, threads)
+
     def frames(self, indices):
         av = self._av
-        wanted = self._pts[indices] if self._pts is not None else np.asarray(indices)
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted = self._pts[indices] if self._pts is not None else indices
+        feed = self.packets_to_decode(indices)
         k = 0  # next wanted frame
         try:
             with av.open(self._path, metadata_errors="ignore") as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for n, frame in enumerate(container.decode(stream)):
+                codec = stream.codec_context
+                if self._threads == 1:
+                    codec.thread_type, codec.thread_count = "SLICE", 1
+                else:  # frame + slice threads; 0: FFmpeg's count for this machine
+                    codec.thread_type, codec.thread_count = "AUTO", self._threads
+                for n, frame in enumerate(self._decoded_frames(container, stream, feed)):
                     key = n if self._pts is None else frame.pts
                     if key is None:
                         continue
@@ -200,16 +279,19 @@ class PyAVVideo(OpenedVideo):
 class PyAVReader:
     name = "pyav"
 
+    def __init__(self, threads: int = 0):
+        self.threads = threads  # decoder threads: 0 = FFmpeg's automatic count (frame + slice), 1 = none
+
     def open(self, path) -> PyAVVideo:
-        return PyAVVideo(str(path))
+        return PyAVVideo(str(path), self.threads)
 
 
 # --- decord with a PyAV fallback ------------------------------------------------------------------
 class _FallbackVideo(OpenedVideo):
     """decord's frames; if decord fails part-way, PyAV decodes the frames still missing."""
 
-    def __init__(self, path: str, primary: OpenedVideo):
-        self._path, self._primary = path, primary
+    def __init__(self, path: str, primary: OpenedVideo, threads: int = 0):
+        self._path, self._primary, self._threads = path, primary, threads
         self.timestamps, self.duration = primary.timestamps, primary.duration
 
     def frames(self, indices):
@@ -222,7 +304,7 @@ class _FallbackVideo(OpenedVideo):
         except DecodeError as e:
             first = e
         try:
-            with PyAVVideo(self._path) as video:
+            with PyAVVideo(self._path, self._threads) as video:
                 if len(video.timestamps) != len(self.timestamps):
                     raise DecodeError(f"PyAV sees {len(video.timestamps)} frames, decord {len(self.timestamps)}")
                 yield from video.frames(indices[done:])
@@ -240,15 +322,15 @@ class AutoReader:
 
     name = "decord+pyav"
 
-    def __init__(self):
-        self._decord = DecordReader()
+    def __init__(self, threads: int = 0):
+        self._decord, self.threads = DecordReader(threads), threads
 
     def open(self, path) -> OpenedVideo:
         try:
-            return _FallbackVideo(str(path), self._decord.open(path))
+            return _FallbackVideo(str(path), self._decord.open(path), self.threads)
         except DecodeError as e:
             try:
-                return PyAVVideo(str(path))
+                return PyAVVideo(str(path), self.threads)
             except DecodeError as e2:
                 raise DecodeError(f"{e2} (decord: {e})") from None
 
@@ -271,20 +353,21 @@ def _load_class(spec: str):
         raise ValueError(f"--reader {spec}: {target} has no class {cls_name!r}") from None
 
 
-def get_reader(spec: str = "auto"):
+def get_reader(spec: str = "auto", threads: int = 0):
     """A reader from ``auto`` / ``decord`` / ``pyav`` / ``module:Class`` / ``file.py:Class``.
 
-    ``auto``: decord with a PyAV fallback when decord is installed (x86-64 wheels only), else PyAV."""
+    ``auto``: decord with a PyAV fallback when decord is installed (x86-64 wheels only), else PyAV.
+    ``threads``: decoder threads of the built-in readers (0: the library's automatic count)."""
     if spec == "auto":
-        return AutoReader() if importlib.util.find_spec("decord") is not None else PyAVReader()
+        return AutoReader(threads) if importlib.util.find_spec("decord") is not None else PyAVReader(threads)
     if spec == "decord":
         try:
-            return DecordReader()
+            return DecordReader(threads)
         except ImportError:
             raise ValueError("--reader decord: decord is not installed (it has x86-64 wheels only); "
                              "use --reader pyav") from None
     if spec == "pyav":
-        return PyAVReader()
+        return PyAVReader(threads)
     if ":" in spec:
         return _load_class(spec)()
     raise ValueError(f"unknown --reader {spec!r}: choose from {READERS} or give module:Class")

@@ -7,6 +7,8 @@ texture of coloured blocks moving 3 pixels per frame, so the encoder has motion 
 
     python -m preprocessing.synthetic_videos --out videos --seconds 12 31 64 --size 320x240
     python -m preprocessing.synthetic_videos --out videos --bad   # plus one file of each bad kind
+    # 720p with B-frames, x264's default preset and GOP (what cameras and encoders often produce)
+    python -m preprocessing.synthetic_videos --out videos --seconds 60 --size 1280x720 --crf 23 --bframes 3 --preset medium --gop 250
 """
 from __future__ import annotations
 
@@ -40,11 +42,15 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_video(path, seconds: float | None = None, fps: float = 25, size=(64, 48), timestamps=None,
-                crf: int = 0, faststart: bool = False, gop: int = 12, seed: int = 0) -> np.ndarray:
+                crf: int = 0, faststart: bool = False, gop: int = 12, seed: int = 0, bframes: int = 0,
+                preset: str = "ultrafast") -> np.ndarray:
     """Write an h264 video; returns the frame timestamps (seconds).
 
     Constant frame rate: ``seconds`` x ``fps`` frames. Variable frame rate: ``timestamps``
-    (increasing seconds, first 0), stored with a 1 ms time base."""
+    (increasing seconds, first 0), stored with a 1 ms time base. ``gop``: frames between key
+    frames (closed GOPs, x264's default); ``bframes``: at most this many B-frames in a row (x264
+    ``bframes``; 0 = I/P frames only, whatever the preset says); ``preset``: x264's speed preset
+    (``ultrafast`` codes without CABAC or deblocking; ``medium`` is x264's default)."""
     import av
     w, h = size
     if w % 2 or h % 2:
@@ -61,7 +67,7 @@ def write_video(path, seconds: float | None = None, fps: float = 25, size=(64, 4
         stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.time_base = stream.codec_context.time_base = ms
-        stream.options = {"crf": str(crf), "preset": "ultrafast", "g": str(gop)}
+        stream.options = {"crf": str(crf), "preset": preset, "g": str(gop), "bf": str(bframes)}
         for k, t in enumerate(timestamps):
             frame = av.VideoFrame.from_ndarray(_frame(k, w, h, texture), format="rgb24")
             frame.pts, frame.time_base = int(round(t * 1000)), ms
@@ -122,6 +128,9 @@ def get_args_parser():
     p.add_argument("--fps", type=float, default=25.0, help="frame rate")
     p.add_argument("--size", type=parse_size, default=(320, 240), help="frame size WxH (even numbers)")
     p.add_argument("--crf", type=int, default=0, help="x264 quality (0 = lossless)")
+    p.add_argument("--gop", type=int, default=12, help="frames between key frames")
+    p.add_argument("--bframes", type=int, default=0, help="at most this many consecutive B-frames (0 = none)")
+    p.add_argument("--preset", default="ultrafast", help="x264 speed preset (ultrafast ... veryslow)")
     p.add_argument("--bad", action="store_true", help=f"also write one bad file of each kind: {', '.join(BAD_KINDS)}")
     return p
 
@@ -132,7 +141,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, seconds in enumerate(args.seconds):
-        write_video(out / f"video{i:03d}.mp4", seconds=seconds, fps=args.fps, size=args.size, crf=args.crf, seed=i)
+        write_video(out / f"video{i:03d}.mp4", seconds=seconds, fps=args.fps, size=args.size, crf=args.crf, seed=i,
+                    gop=args.gop, bframes=args.bframes, preset=args.preset)
     if args.bad:
         write_bad_files(out / "bad", size=args.size)
     print(f"wrote {len(args.seconds)} videos{' and the bad files' if args.bad else ''} to {os.fspath(out)}")
