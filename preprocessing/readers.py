@@ -94,6 +94,7 @@ class DecordVideo(OpenedVideo):
         except Exception as e:  # decord raises RuntimeError / DECORDError for every kind of bad file
             raise DecodeError(f"cannot open: {_reason(e)}") from None
         self.timestamps, self.duration = _relative_times(ts[:, 0], ts[-1, 1] if n else None)
+        self._pos = 0  # the frame next() returns
         declared, self._open_gop = _container_facts(path)
         if declared and n < declared:
             # decord indexes what it can demux, so a cut file would silently become a shorter video.
@@ -105,19 +106,22 @@ class DecordVideo(OpenedVideo):
         # before every index in another GOP (slower: the decoder restarts), and both it and
         # ``skip_frames`` miscount frames after a key frame with leading pictures (open GOPs):
         # there every frame is read with ``next``.
-        vr, pos = self._vr, 0
+        vr = self._vr
         for i in np.asarray(indices).tolist():
             try:
+                if i < self._pos:  # a second pass over the video: back to its first frame
+                    vr.seek(0)
+                    self._pos = 0
                 if self._open_gop:
-                    while pos < i:
+                    while self._pos < i:
                         vr.next()
-                        pos += 1
-                elif i > pos:
-                    vr.skip_frames(i - pos)
+                        self._pos += 1
+                elif i > self._pos:
+                    vr.skip_frames(i - self._pos)
                 frame = vr.next()
             except Exception as e:
                 raise DecodeError(f"decoding frame {i} of {len(self.timestamps)} failed: {_reason(e)}") from None
-            pos = i + 1
+            self._pos = i + 1
             if frame.shape[-1] != 3:
                 # decord 0.6 reports padded rows as extra channels for some frame widths (e.g. 48 px).
                 raise DecodeError(f"decoding frames {i}..: decord returned a frame of shape {tuple(frame.shape)}")
