@@ -43,12 +43,14 @@ def frame_index(frame: np.ndarray) -> int:
 
 def write_video(path, seconds: float | None = None, fps: float = 25, size=(64, 48), timestamps=None,
                 crf: int = 0, faststart: bool = False, gop: int = 12, seed: int = 0, bframes: int = 0,
-                preset: str = "ultrafast") -> np.ndarray:
+                preset: str = "ultrafast", open_gop: bool = False) -> np.ndarray:
     """Write an h264 video; returns the frame timestamps (seconds).
 
     Constant frame rate: ``seconds`` x ``fps`` frames. Variable frame rate: ``timestamps``
     (increasing seconds, first 0), stored with a 1 ms time base. ``gop``: frames between key
-    frames (closed GOPs, x264's default); ``bframes``: at most this many B-frames in a row (x264
+    frames (closed GOPs, x264's default; ``open_gop``: key frames followed by B-frames shown
+    before them, which reference the GOP before, as x264 ``--open-gop`` and broadcast encoders
+    write); ``bframes``: at most this many B-frames in a row (x264
     ``bframes``; 0 = I/P frames only, whatever the preset says); ``preset``: x264's speed preset
     (``ultrafast`` codes without CABAC or deblocking; ``medium`` is x264's default)."""
     import av
@@ -67,7 +69,8 @@ def write_video(path, seconds: float | None = None, fps: float = 25, size=(64, 4
         stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.time_base = stream.codec_context.time_base = ms
-        stream.options = {"crf": str(crf), "preset": preset, "g": str(gop), "bf": str(bframes)}
+        stream.options = {"crf": str(crf), "preset": preset, "g": str(gop), "bf": str(bframes),
+                          **({"x264-params": "open-gop=1"} if open_gop else {})}
         for k, t in enumerate(timestamps):
             frame = av.VideoFrame.from_ndarray(_frame(k, w, h, texture), format="rgb24")
             frame.pts, frame.time_base = int(round(t * 1000)), ms

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from preprocessing.decode import SamplingSpec, sample_video
-from preprocessing.readers import DecodeError, get_reader
+from preprocessing.readers import DecodeError, PyAVVideo, get_reader
 from preprocessing.synthetic_videos import frame_index, write_bad_files, write_video
 from preprocessing.transforms import CLIPProcessorTransform
-from preprocessing.windows import frame_indices, sample_times
+from preprocessing.windows import frame_indices, plan_segments, sample_times
 
 HAVE_DECORD = importlib.util.find_spec("decord") is not None
 READERS = ["pyav"] + (["decord", "auto"] if HAVE_DECORD else [])
@@ -117,3 +117,71 @@ def test_reader_selection(tmp_path):
         get_reader("opencv")
     with pytest.raises(ValueError, match="no class"):
         get_reader(f"{plugin}:Missing")
+
+
+# --- decoding only what the sampled frames need ---------------------------------------------------
+def full_decode(path):
+    import av
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def gop_videos(tmp_path_factory):
+    """Lossy 160x96 videos (the index band survives crf 18): short GOPs without B-frames, long
+    GOPs with B-frames, and open GOPs (leading B-frames that reference the GOP before)."""
+    d = tmp_path_factory.mktemp("gops")
+    kinds = {"short_ip": dict(gop=6, bframes=0), "long_b": dict(gop=100, bframes=3, preset="medium"),
+             "open_b": dict(gop=20, bframes=3, preset="medium", open_gop=True)}
+    for kind, options in kinds.items():
+        write_video(d / f"{kind}.mp4", seconds=8, fps=25, size=(160, 96), crf=18, **options)
+    return {kind: d / f"{kind}.mp4" for kind in kinds}
+
+
+def test_synthetic_videos_have_the_requested_gop_structure(gop_videos):
+    import av
+    for kind, (keys, reordered) in {"short_ip": (34, False), "long_b": (2, True), "open_b": (10, True)}.items():
+        with av.open(str(gop_videos[kind])) as container:
+            packets = [p for p in container.demux(video=0) if p.size]
+        assert sum(p.is_keyframe for p in packets) == keys, kind
+        assert any(p.pts != p.dts for p in packets) == reordered, kind
+    assert PyAVVideo(str(gop_videos["open_b"]))._open_gop and not PyAVVideo(str(gop_videos["long_b"]))._open_gop
+
+
+@pytest.mark.parametrize("kind", ["short_ip", "long_b", "open_b"])
+@pytest.mark.parametrize("rule", ["centres", "linspace"])
+def test_sampled_frames_equal_a_full_decode(gop_videos, kind, rule):
+    """PyAV leaves GOP tails and whole GOPs undecoded, decord skips; both must return exactly the
+    frames an in-order decode of every frame shows at the sampled indices (decord 0.6's
+    get_batch and skip_frames both return the wrong frames after an open GOP's key frame)."""
+    path, reference = gop_videos[kind], full_decode(gop_videos[kind])
+    for T in (8, 2):
+        with get_reader("pyav").open(path) as video:
+            _, idx = plan_segments(video.timestamps, video.duration, 2.0, 2.0, 0.5, T, rule)
+        wanted = np.unique(idx)
+        for reader in READERS:
+            with get_reader(reader).open(path) as video:
+                got = list(video.frames(wanted))
+            assert len(got) == len(wanted), reader
+            bad = [int(i) for a, i in zip(got, wanted) if not np.array_equal(a, reference[i])]
+            assert not bad, f"{reader}: wrong frames {bad}"
+            assert [frame_index(a) for a in got] == wanted.tolist(), reader
+
+
+def test_pyav_decodes_only_the_packets_the_sampled_frames_need(gop_videos):
+    """Short GOPs: GOPs without a sampled frame and every GOP's tail after its last one are left
+    out; open GOPs: everything up to the last sampled frame."""
+    video = PyAVVideo(str(gop_videos["short_ip"]))
+    wanted = np.array([3, 40, 41, 100])  # GOPs of 6 frames, I/P only: decode order == display order
+    feed = video.packets_to_decode(wanted)
+    assert np.flatnonzero(feed).tolist() == [0, 1, 2, 3, 36, 37, 38, 39, 40, 41, 96, 97, 98, 99, 100]
+    opened = PyAVVideo(str(gop_videos["open_b"]))
+    assert opened.packets_to_decode(wanted).tolist() == (np.arange(200) <= opened._decode_pos[100]).tolist()
+
+
+def test_transform_thread_changes_nothing(gop_videos):
+    path = gop_videos["long_b"]
+    events = [list(sample_video(get_reader("pyav"), path, SPEC, 3, transform_threads=t)) for t in (0, 1, 2)]
+    frames = [np.concatenate([e[2] for e in ev[1:]]) for ev in events]
+    assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[0], frames[2])
+    assert [e[1] for e in events[0][1:]] == [e[1] for e in events[1][1:]]
