@@ -7,7 +7,7 @@ DEMO := demo_out
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pretrain.py
 	$(PY) benchmarks/bench_probe.py
 	$(PY) benchmarks/bench_extract.py
+
+# Every CUDA path in one command, with the machine's own Python and PyTorch (no .venv: a GPU
+# machine brings its CUDA build); one JSON line, exit 1 on any failure, "no GPU" and exit 0
+# without one. `make test` runs its CPU mode (tests/test_gpu_check.py).
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -120,6 +120,9 @@ def get_args_parser():
     g.add_argument("--keep_every", type=int, default=50,
                    help="also keep checkpoint-<epoch>.pth every this many epochs (0 = only checkpoint-last.pth)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="train through torch.compile (default backend inductor; checkpoints keep the uncompiled "
+                        "module's keys); benchmarks/gpu_check.py reports whether it pays")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="no tqdm progress bars")
 
     g = p.add_argument_group("accepted for the authors' command line (torchrun sets these)")
@@ -215,6 +218,14 @@ def build_optimizer(model, args, device: torch.device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type in ("cpu", "cuda"))
 
 
+def compile_model(model, args):
+    """``torch.compile(model)`` with ``--compile`` (dynamic shapes: batches are padded to their own
+    maximum length), else ``model``. The compiled module wraps ``model`` and shares its
+    parameters, so ``model.state_dict()`` keeps its keys (no ``_orig_mod.`` prefix)."""
+    backend = getattr(args, "compile", None)
+    return torch.compile(model, backend=backend, dynamic=True) if backend else model
+
+
 def checkpoint_dict(model, optimizer, scaler, epoch, args, store) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch, "args": jsonable(vars(args)), "model_config": dict(model.config),
@@ -285,10 +296,10 @@ def train(args) -> dict:
     if path is not None:
         start_epoch = resume(path, model, optimizer, scaler, store)
         say(f"resumed from {path}: starting at epoch {start_epoch}")
-    ddp_model = model
+    ddp_model = compile_model(model, args)  # shares model's parameters; model is what is saved
     if info.distributed:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            ddp_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
     log, log_writer = None, None
     if info.is_main:
