@@ -24,7 +24,7 @@ average before and after: numbers taken on a loaded machine are not decoder limi
 Videos: h264 (x264 ``--preset``, ``--crf``, 25 fps) with a moving texture, one per size x GOP
 x B-frame setting, generated once into ``--work_dir``.
 
-    python benchmarks/bench_extract.py                                  # 720p/1080p, GOP 12/250, B 0/3
+    python benchmarks/bench_extract.py                                  # 720p/1080p, GOP 12/250, B 0/3, threads 1/0
     python benchmarks/bench_extract.py --sizes 1280x720 --gops 50 --bframes 0 --preset ultrafast --seconds 60
 """
 from __future__ import annotations
@@ -171,8 +171,9 @@ def main(argv=None):
                    help="worker half of which 224-px transform (the extract run is always the tiny CLIP's)")
     p.add_argument("--readers", nargs="+", default=None, choices=["pyav", "decord"],
                    help="reader libraries (default: pyav, and decord where installed)")
-    p.add_argument("--decoder_threads", type=int, default=0,
-                   help="decoder threads of reader and decode_all alike (0: the library's automatic count)")
+    p.add_argument("--decoder_threads", type=int, nargs="+", default=[1, 0],
+                   help="decoder thread settings, each measured for reader and decode_all alike (1: one thread, "
+                        "the transform thread then has the other cores; 0: the library's automatic count)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each measurement; the best counts")
     p.add_argument("--num_workers", type=int, default=2, help="decode workers for the pool / extract runs")
     p.add_argument("--batch_size", type=int, default=64, help="encoder batch for the extract run")
@@ -189,6 +190,7 @@ def main(argv=None):
         result = {"bench": "extract", "cpus": os.cpu_count(), "load_average_before": load_before,
                   "frames_per_segment": 8, "frame_size": 224, "transform": args.transform,
                   "decoder_threads": args.decoder_threads, "repeats": args.repeats, "best_of": "min wall, min cpu",
+                  "key": "profile/library/threads<decoder threads>/video",
                   "decode_all": {"pyav": "container.decode, every frame, no conversion",
                                  "decord": "VideoReader.next() on every frame"},
                   "videos": sorted(kinds), "decode": {}}
@@ -198,11 +200,12 @@ def main(argv=None):
                                 transform=TRANSFORMS[args.transform])
             for kind, path in kinds.items():
                 for library in readers:
-                    result["decode"][f"{profile}/{library}/{kind}"] = bench_kind(library, path, spec,
-                                                                                args.decoder_threads, args.repeats)
-        ratios = [v["ratio_sample"] for v in result["decode"].values()]
-        cpu_ratios = [v["cpu_ratio_sample"] for v in result["decode"].values()]
-        result["min_ratio_sample"], result["min_cpu_ratio_sample"] = min(ratios), min(cpu_ratios)
+                    for threads in args.decoder_threads:
+                        result["decode"][f"{profile}/{library}/threads{threads}/{kind}"] = bench_kind(
+                            library, path, spec, threads, args.repeats)
+        for name in ("reader", "sample"):  # the worst case over videos, profiles, libraries and threads
+            for prefix in ("ratio", "cpu_ratio"):
+                result[f"min_{prefix}_{name}"] = min(v[f"{prefix}_{name}"] for v in result["decode"].values())
         if not args.skip_pipeline:
             spec = SamplingSpec(frames_per_segment=8, transform=TRANSFORMS[args.transform])
             paths = list(kinds.values())

@@ -55,11 +55,15 @@ def step_flops(model, lengths: np.ndarray, mask_ratio: float) -> float:
     return 3.0 * (enc + dec + proj)
 
 
-def matmul_peak(device, n=2048, reps=10, dtype=torch.float32) -> float:
-    """FLOP/s of ``n x n`` matmuls in ``dtype`` on ``device`` (best of 3 timings)."""
+def matmul_peak(device, n=2048, reps=10, dtype=torch.float32, max_seconds=2.0) -> float:
+    """FLOP/s of ``n x n`` matmuls in ``dtype`` on ``device`` (best of 3 timings of ``reps``;
+    fewer reps, at least one, where one matmul is slow, e.g. bf16 on a CPU without bf16 units)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    a @ b
+    _sync(device)
+    reps = max(1, min(reps, int(max_seconds / max(time.perf_counter() - t, 1e-9))))
     best = float("inf")
     for _ in range(3):
         _sync(device)
