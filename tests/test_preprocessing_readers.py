@@ -128,10 +128,12 @@ def full_decode(path):
 
 @pytest.fixture(scope="module")
 def gop_videos(tmp_path_factory):
-    """Lossy 160x96 videos (the index band survives crf 18): short GOPs without B-frames, long
-    GOPs with B-frames, and open GOPs (leading B-frames that reference the GOP before)."""
+    """Lossy 160x96 videos (the index band survives crf 18): short GOPs with and without
+    B-frames, long GOPs with B-frames, and open GOPs (leading B-frames that reference the GOP
+    before)."""
     d = tmp_path_factory.mktemp("gops")
-    kinds = {"short_ip": dict(gop=6, bframes=0), "long_b": dict(gop=100, bframes=3, preset="medium"),
+    kinds = {"short_ip": dict(gop=6, bframes=0), "short_b": dict(gop=12, bframes=3, preset="medium"),
+             "long_b": dict(gop=100, bframes=3, preset="medium"),
              "open_b": dict(gop=20, bframes=3, preset="medium", open_gop=True)}
     for kind, options in kinds.items():
         write_video(d / f"{kind}.mp4", seconds=8, fps=25, size=(160, 96), crf=18, **options)
@@ -140,7 +142,8 @@ def gop_videos(tmp_path_factory):
 
 def test_synthetic_videos_have_the_requested_gop_structure(gop_videos):
     import av
-    for kind, (keys, reordered) in {"short_ip": (34, False), "long_b": (2, True), "open_b": (10, True)}.items():
+    for kind, (keys, reordered) in {"short_ip": (34, False), "short_b": (17, True), "long_b": (2, True),
+                                    "open_b": (10, True)}.items():
         with av.open(str(gop_videos[kind])) as container:
             packets = [p for p in container.demux(video=0) if p.size]
         assert sum(p.is_keyframe for p in packets) == keys, kind
@@ -148,7 +151,7 @@ def test_synthetic_videos_have_the_requested_gop_structure(gop_videos):
     assert PyAVVideo(str(gop_videos["open_b"]))._open_gop and not PyAVVideo(str(gop_videos["long_b"]))._open_gop
 
 
-@pytest.mark.parametrize("kind", ["short_ip", "long_b", "open_b"])
+@pytest.mark.parametrize("kind", ["short_ip", "short_b", "long_b", "open_b"])
 @pytest.mark.parametrize("rule", ["centres", "linspace"])
 def test_sampled_frames_equal_a_full_decode(gop_videos, kind, rule):
     """PyAV leaves GOP tails and whole GOPs undecoded, decord skips; both must return exactly the
