@@ -188,3 +188,9 @@ def test_transform_thread_changes_nothing(gop_videos):
     frames = [np.concatenate([e[2] for e in ev[1:]]) for ev in events]
     assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[0], frames[2])
     assert [e[1] for e in events[0][1:]] == [e[1] for e in events[1][1:]]
+
+
+def test_decoder_threads_are_the_cores_left_to_each_worker():
+    from preprocessing.pool import default_decoder_threads
+    assert [default_decoder_threads(w, 8) for w in (1, 2, 3, 7, 8, 16)] == [8, 4, 2, 1, 1, 1]
+    assert get_reader("pyav", 1).threads == 1 and get_reader("auto", 3).threads == 3
