@@ -126,8 +126,8 @@ def run_mode(train_args, info, group: bool, steps: int, warmup_steps: int, peaks
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
     elapsed = time.perf_counter() - start
-    flops = sum(step_flops(model, lengths, train_args.mask_ratio)
-                for lengths in timed.lengths[:steps * train_args.accum_iter])
+    flops = float(sum(step_flops(model, lengths, train_args.mask_ratio)
+                      for lengths in timed.lengths[:steps * train_args.accum_iter]))
     out = {"steps": steps, "real_tokens_per_s": round(stats["real_tokens"] / elapsed, 1),
            "padding_fraction": round(stats["padding_fraction"], 4), "step_ms": round(1000 * elapsed / steps, 2),
            "train_loss": round(stats["train_loss"], 6), "useful_gflops_per_s": round(flops / elapsed / 1e9, 2)}
@@ -192,7 +192,7 @@ def main(argv=None) -> dict:
                 result[f"grouped_{'fp32' if amp == 'none' else amp}"] = run_mode(mode_args, info, True, timed,
                                                                                   warmup, peaks)
             fp32 = result["grouped_fp32"]["fraction_of_fp32_peak"]
-            result["keeps_floor_of_fp32_peak"] = {"floor": PAPER_FLOOR, "fp32": fp32, "kept": fp32 >= PAPER_FLOOR}
+            result["keeps_floor_of_fp32_peak"] = {"floor": PAPER_FLOOR, "fp32": fp32, "kept": bool(fp32 >= PAPER_FLOOR)}
             result["bf16_speedup"] = round(result["grouped_bf16"]["real_tokens_per_s"]
                                            / result["grouped_fp32"]["real_tokens_per_s"], 3)
         else:
