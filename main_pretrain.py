@@ -8,6 +8,9 @@ r"""LV-MAE pretraining (paper Sec. 3.3, App. 7, Table 5) on one or more embeddin
     python main_pretrain.py --batch_size 16 --dataset combined --decoder_depth 8 --decoder_embed_dim 512 \
         --decoder_num_heads 16 --depth 32 --epochs 151 --input_size 1024 --mask_ratio .5 --num_heads 16 \
         --num_patches 256 --distributed --world_size 8 --masking_strategy --data_path STORE
+    # ... and computes what their code computes with (README, "The authors' public code"):
+    #   --input_scale none --loss_norm authors --short_videos authors --no_group_by_length
+    #   --masking semantic_inverse (instead of --masking_strategy, the paper's definition)
 
 Writes to ``--output_dir``: ``config.json`` (resolved arguments, git revision), ``log.txt`` (a
 JSON line per epoch), TensorBoard events, ``checkpoint-last.pth`` after every epoch (the file
