@@ -1,12 +1,27 @@
 """One pretraining epoch and the validation pass.
 
-Loss normalization (DESIGN.md): every micro-batch's loss is ``sum over its masked real tokens /
-M``, where ``M`` is the number of masked real tokens of the whole optimizer step, over all
-micro-batches and all ranks. ``M`` depends only on the window lengths, so it is counted for the
-step's micro-batches before the first forward and all-reduced once. Gradients of the
-micro-batches then simply add up; DDP *averages* over ranks, so each rank backpropagates
-``world_size x loss`` and the average becomes the sum. The result equals one process on the same
-global batch up to float summation order.
+Loss normalization (``args.loss_norm``; DESIGN.md). Every micro-batch's loss is the sum of the
+per-token loss over its masked real tokens divided by a normalizer:
+
+- ``epoch`` (default): the epoch's mean number of masked real tokens per optimizer step (all
+  ranks, all micro-batches), computed from the sampler's plan before the epoch starts. The same
+  for every step of the epoch, so every masked token of an epoch carries the same weight whether
+  it lands in a step of short or of long windows: length grouping changes padding, never the
+  objective.
+- ``step``: the masked real tokens of the whole optimizer step. It depends only on the window
+  lengths, so it is counted for the step's micro-batches before the first forward and
+  all-reduced once. A token in a step of short windows weighs more than one in a step of long
+  windows.
+- ``authors`` (the authors' ``engine_pretrain.py``): each rank's micro-batch by its own masked
+  count, then divided by ``accum_iter``; DDP averages over ranks. Batch-dependent like ``step``
+  and, unlike the other two, not equal to one process on the same global batch.
+
+With ``epoch`` and ``step`` the gradients of the micro-batches simply add up; DDP *averages* over
+ranks, so each rank backpropagates ``world_size x loss`` and the average becomes the sum. The
+result equals one process on the same global batch up to float summation order.
+
+Reported losses (``train_loss``, the per-step TensorBoard value) are the mean per-token loss over
+the masked tokens, whatever the normalization, so runs with different ``--loss_norm`` compare.
 """
 from __future__ import annotations
 
@@ -23,6 +38,7 @@ from util.baselines import mean_visible, nearest_visible
 from util.lr_sched import adjust_learning_rate
 
 BASELINES = {"nearest_visible": nearest_visible, "mean_visible": mean_visible}
+LOSS_NORMS = ("epoch", "step", "authors")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,6 +48,13 @@ class NonFiniteLossError(RuntimeError):
 def num_masked_tokens(lengths: torch.Tensor, mask_ratio: float) -> int:
     """Masked real tokens of a batch: ``n - num_visible(n)`` per sample (0 when ``n < 2``)."""
     return int((lengths - num_visible(lengths, mask_ratio)).sum())
+
+
+def epoch_masked_per_step(sampler, epoch: int, mask_ratio: float) -> float:
+    """Mean masked real tokens per optimizer step over the plan of ``epoch`` (all ranks): the
+    ``epoch`` normalizer. ``sampler`` is the loader's ``StepBatchSampler``."""
+    lengths = torch.as_tensor(sampler.step_lengths(epoch))  # [num_steps, step_size]
+    return float((lengths - num_visible(lengths, mask_ratio)).sum()) / max(lengths.shape[0], 1)
 
 
 def autocast(device: torch.device, amp: str):
@@ -59,11 +82,19 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
     ``steps``, ``real_tokens``, ``padded_tokens``, ``padding_fraction``, ``tokens_per_s``.
 
     ``model`` may be DDP-wrapped. ``args`` needs accum_iter, mask_ratio, masking, cos_loss,
-    amp (resolved), lr, min_lr, warmup_epochs, epochs.
+    loss_norm, amp (resolved), lr, min_lr, warmup_epochs, epochs.
     """
     model.train()
     world = dist_util.world_size()
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    if args.loss_norm not in LOSS_NORMS:
+        raise ValueError(f"unknown --loss_norm {args.loss_norm!r}; choose from {LOSS_NORMS}")
+    if args.loss_norm == "epoch":
+        sampler = getattr(loader, "batch_sampler", None)
+        if not hasattr(sampler, "step_lengths"):
+            raise ValueError("--loss_norm epoch needs a loader over a StepBatchSampler (its plan fixes the "
+                             "epoch's masked tokens per step); use --loss_norm step")
+        epoch_norm = epoch_masked_per_step(sampler, sampler.epoch, args.mask_ratio)
     steps_per_epoch = max(1, len(loader) // args.accum_iter)
     total_steps = steps_per_epoch if max_steps is None else min(max_steps, steps_per_epoch)
     # disable=None: a bar on a terminal, nothing when stderr is a log file.
@@ -77,13 +108,18 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
         if step >= total_steps:
             break
         lr = adjust_learning_rate(optimizer, epoch + step / steps_per_epoch, args)
-        counts = torch.tensor([[num_masked_tokens(b["lengths"], args.mask_ratio), int(b["lengths"].sum()),
-                                b["x"].shape[0] * b["x"].shape[1]] for b in micro_batches],
-                              dtype=torch.float64, device=device).sum(0)
-        dist_util.all_reduce_sum(counts)  # M of the whole step, before the first forward
-        num_masked = counts[0].float()
+        local = torch.tensor([[num_masked_tokens(b["lengths"], args.mask_ratio), int(b["lengths"].sum()),
+                               b["x"].shape[0] * b["x"].shape[1]] for b in micro_batches],
+                             dtype=torch.float64, device=device)
+        counts = dist_util.all_reduce_sum(local.sum(0))  # M of the whole step, before the first forward
+        if args.loss_norm == "epoch":
+            norms, factor = [epoch_norm] * len(micro_batches), world
+        elif args.loss_norm == "step":
+            norms, factor = [counts[0].float()] * len(micro_batches), world
+        else:  # authors: DDP's mean over ranks stays
+            norms, factor = [m * args.accum_iter for m in local[:, 0].tolist()], 1
 
-        losses = []
+        sums = []  # each micro-batch's sum of the per-token loss over its masked tokens
         for a, batch in enumerate(micro_batches):
             # Gradients are synchronized once per step, on the last micro-batch.
             sync = (not ddp) or a == len(micro_batches) - 1
@@ -93,16 +129,18 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
                 noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None
                 with autocast(device, args.amp):
                     loss, _, _ = model(x, lengths, mask_ratio=args.mask_ratio, masking=args.masking, noise=noise,
-                                       num_masked=num_masked, cos_loss=args.cos_loss)
-                scaler.scale(loss * world).backward()
-            losses.append(loss.detach())
+                                       num_masked=norms[a], cos_loss=args.cos_loss)
+                scaler.scale(loss * factor).backward()
+            # forward_loss divides by max(norm, 1)
+            sums.append(loss.detach().double() * max(float(norms[a]), 1.0))
 
-        losses = torch.stack(losses)
-        step_loss = dist_util.all_reduce_sum(losses.sum().double())
+        sums = torch.stack(sums)
         # .item() is a device sync, but the step must not be taken on a NaN: once per step.
-        step_loss = step_loss.item()
+        step_sum = dist_util.all_reduce_sum(sums.sum()).item()
+        masked, real, padded = counts.tolist()
+        step_loss = step_sum / max(masked, 1.0)  # mean per masked token of the step
         if not math.isfinite(step_loss):
-            bad = [vid for l, b in zip(losses.tolist(), micro_batches) if not math.isfinite(l) for vid in b["video_id"]]
+            bad = [vid for l, b in zip(sums.tolist(), micro_batches) if not math.isfinite(l) for vid in b["video_id"]]
             raise NonFiniteLossError(
                 f"non-finite loss ({step_loss}) at epoch {epoch}, step {step} (lr {lr:.3g}); "
                 f"videos of this rank's non-finite micro-batch(es): {bad or '(another rank)'}. "
@@ -111,8 +149,7 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-        masked, real, padded = counts.tolist()
-        loss_x_masked += step_loss * masked
+        loss_x_masked += step_sum
         masked_total += masked
         real_total += real
         padded_total += padded

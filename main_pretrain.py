@@ -8,6 +8,9 @@ r"""LV-MAE pretraining (paper Sec. 3.3, App. 7, Table 5) on one or more embeddin
     python main_pretrain.py --batch_size 16 --dataset combined --decoder_depth 8 --decoder_embed_dim 512 \
         --decoder_num_heads 16 --depth 32 --epochs 151 --input_size 1024 --mask_ratio .5 --num_heads 16 \
         --num_patches 256 --distributed --world_size 8 --masking_strategy --data_path STORE
+    # ... and computes what their code computes with (README, "The authors' public code"):
+    #   --input_scale none --loss_norm authors --short_videos authors --no_group_by_length
+    #   --masking semantic_inverse (instead of --masking_strategy, the paper's definition)
 
 Writes to ``--output_dir``: ``config.json`` (resolved arguments, git revision), ``log.txt`` (a
 JSON line per epoch), TensorBoard events, ``checkpoint-last.pth`` after every epoch (the file
@@ -28,14 +31,19 @@ from torch.utils.data import DataLoader
 
 import models_lvmae
 import util.dist as dist_util
-from datasets.pretrain import PretrainWindows, StepBatchSampler, collate_windows, eval_batches, split_validation
+from datasets.pretrain import (SHORT_VIDEOS, PretrainWindows, StepBatchSampler, collate_windows, eval_batches,
+                               split_validation)
 from datasets.store import EmbeddingStore, StoreError
-from engine_pretrain import NonFiniteLossError, evaluate, train_one_epoch
-from util.checkpoint import (CheckpointError, check_model_config, get_rng_state, load_checkpoint, save_checkpoint,
-                             set_rng_state)
+from engine_pretrain import LOSS_NORMS, NonFiniteLossError, evaluate, train_one_epoch
+from util.checkpoint import (FORMAT_VERSION, LEGACY_PROFILE, CheckpointError, check_model_config, get_rng_state,
+                             load_checkpoint, save_checkpoint, set_rng_state)
 from util.logging import JsonLog, git_revision, jsonable, tensorboard_writer, write_run_config
 
 LAST = "checkpoint-last.pth"
+# Flags that define the run and whose default may change between versions. Not given on resume,
+# they take the checkpoint's value (rerunning the same command continues the run it started);
+# otherwise the default. flag: (default of a new run, value of a checkpoint whose args lack it).
+RUN_DEFAULTS = {"loss_norm": ("epoch", "step"), "short_videos": ("drop", "drop")}
 
 
 class ConfigError(ValueError):
@@ -71,7 +79,12 @@ def get_args_parser():
     g.add_argument("--duration_max", type=float, default=1280.0,
                    help="longest random window, in seconds (256 tokens x 5 s); windows are also capped at --num_patches")
     g.add_argument("--no_group_by_length", dest="group_by_length", action="store_false",
-                   help="do not group windows of similar length into batches (grouping only reduces padding)")
+                   help="do not group windows of similar length into batches (with --loss_norm epoch grouping "
+                        "only reduces padding; with step / authors it also reweights short windows' tokens)")
+    g.add_argument("--short_videos", choices=SHORT_VIDEOS, default=None,
+                   help="drop (default): skip videos of fewer than 2 segments; authors: the authors' CombinedData "
+                        "rule (skip videos with n x (1 - mask_ratio) < 1 segments, tile the window of videos of "
+                        "fewer than 5 segments 3 times); on resume the default is the checkpoint's")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes (0 = load in the main process)")
 
     g = p.add_argument_group("model (explicit flags override the --model preset)")
@@ -88,6 +101,10 @@ def get_args_parser():
     g.add_argument("--decoder_depth", type=int, default=None, help="decoder blocks")
     g.add_argument("--decoder_num_heads", type=int, default=None, help="decoder attention heads")
     g.add_argument("--mlp_ratio", type=float, default=None, help="MLP hidden width / width")
+    g.add_argument("--input_scale", choices=models_lvmae.INPUT_SCALES, default=None,
+                   help="none: unit-norm embeddings added to the positions as they are (the paper's Eq. 1, the "
+                        "authors' code); sqrt_dim: multiplied by sqrt(input dim) first, reconstructions divided by "
+                        f"it. Default: {models_lvmae.DEFAULT_INPUT_SCALE}, or the checkpoint's on resume")
 
     g = p.add_argument_group("masking and loss")
     g.add_argument("--mask_ratio", type=mask_ratio_type, default=0.5, help="fraction of segments masked, in (0, 1)")
@@ -98,6 +115,12 @@ def get_args_parser():
                    help="the authors' flag: same as --masking semantic, deliberately the paper's definition "
                         "(use --masking semantic_inverse to reproduce the authors' code)")
     g.add_argument("--cos_loss", action="store_true", help="1 - cosine similarity per masked token instead of MSE")
+    g.add_argument("--loss_norm", choices=LOSS_NORMS, default=None,
+                   help="what each step's masked-token loss sum is divided by: epoch (default) = the epoch's mean "
+                        "masked tokens per step (every masked token weighs the same); step = the step's masked "
+                        "tokens; authors = each rank's micro-batch by its own count / accum_iter (the authors' "
+                        "code; DDP and accumulation then differ from one big batch). On resume the default is the "
+                        "checkpoint's")
 
     g = p.add_argument_group("optimization (Table 5 defaults)")
     g.add_argument("--batch_size", type=positive_int, default=16,
@@ -148,12 +171,19 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
-def resolve_args(args, info: dist_util.DistInfo) -> int:
-    """Replace ``auto`` / alias values by what this run uses (recorded in config.json); returns
+def resolve_args(args, info: dist_util.DistInfo, resumed: dict | None = None) -> int:
+    """Replace ``auto`` / alias / unset values by what this run uses (recorded in config.json);
+    ``resumed`` is the checkpoint the run continues, whose values unset run flags take. Returns
     the effective batch size."""
     args.masking = resolve_masking(args)
     args.amp = resolve_amp(args.amp, info.device)
     args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    for flag, (default, legacy) in RUN_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, (resumed.get("args") or {}).get(flag, legacy) if resumed is not None else default)
+    if args.input_scale is None:
+        args.input_scale = resumed["model_config"]["input_scale"] if resumed is not None \
+            else models_lvmae.DEFAULT_INPUT_SCALE
     eff_batch = args.batch_size * args.accum_iter * info.world_size
     if args.lr is None:
         args.lr = args.blr * eff_batch / 256
@@ -169,7 +199,7 @@ def model_config(args, store_dim: int, store_name: str) -> dict:
         args.model, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads,
         decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
         decoder_num_heads=args.decoder_num_heads, mlp_ratio=args.mlp_ratio, max_len=args.num_patches,
-        input_dim=store_dim)
+        input_dim=store_dim, input_scale=args.input_scale)
     for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
         if cfg[width] % cfg[heads]:
             raise ConfigError(f"--{width} {cfg[width]} is not divisible by --{heads} {cfg[heads]}")
@@ -196,7 +226,7 @@ def build_data(args, info: dist_util.DistInfo):
     """Datasets, the training sampler and both loaders for this rank."""
     store, train_ids, val_store, val_ids = open_stores(args)
     window = dict(seed=args.seed, duration_min=args.duration_min, duration_max=args.duration_max,
-                  max_len=args.num_patches)
+                  max_len=args.num_patches, short_videos=args.short_videos, mask_ratio=args.mask_ratio)
     train_set = PretrainWindows(store, train_ids, **window)
     val_set = PretrainWindows(val_store, val_ids, **window)
     sampler = StepBatchSampler(train_set.window_lengths, len(train_set), args.batch_size, args.accum_iter,
@@ -227,9 +257,11 @@ def compile_model(model, args):
 
 
 def checkpoint_dict(model, optimizer, scaler, epoch, args, store) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "args": jsonable(vars(args)), "model_config": dict(model.config),
-            "data": {k: store.manifest[k] for k in ("encoder", "dim", "normalized")}, "rng": get_rng_state()}
+    data = {k: store.manifest[k] for k in ("encoder", "dim", "normalized")}
+    data["profile"] = store.manifest.get("profile", LEGACY_PROFILE)
+    return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "args": jsonable(vars(args)),
+            "model_config": dict(model.config), "data": data, "rng": get_rng_state()}
 
 
 def resume_path(args) -> Path | None:
@@ -241,9 +273,10 @@ def resume_path(args) -> Path | None:
     return Path(args.resume)
 
 
-def resume(path: Path, model, optimizer, scaler, store) -> int:
-    """Load a checkpoint of *this* run; returns the epoch to start from."""
-    ckpt = load_checkpoint(path)
+def resume(path: Path, model, optimizer, scaler, store, ckpt: dict | None = None) -> int:
+    """Load a checkpoint of *this* run (``ckpt``: the file, already loaded); returns the epoch to
+    start from."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     check_model_config(ckpt["model_config"], model.config, path)
     for key in ("encoder", "dim"):
         saved = ckpt.get("data", {}).get(key)
@@ -267,7 +300,10 @@ def train(args) -> dict:
     if args.distributed or args.world_size is not None:
         say(f"note: --distributed / --world_size are set by torchrun, not by flags; this run has world size "
             f"{info.world_size} (launch `torchrun --nproc_per_node=N main_pretrain.py ...` for DDP)")
-    eff_batch = resolve_args(args, info)
+    args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    path = resume_path(args)
+    resumed = load_checkpoint(path) if path is not None else None
+    eff_batch = resolve_args(args, info, resumed)
     output_dir = Path(args.output_dir)
     if info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -278,8 +314,9 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)  # the model init; every data draw has its own keyed generator
     np.random.seed(args.seed)
     store, train_set, val_set, sampler, train_loader, val_loader = build_data(args, info)
+    short = "< 2 segments" if args.short_videos == "drop" else "too short to mask, --short_videos authors"
     say(f"data: {len(train_set)} training videos, {len(val_set)} validation videos "
-        f"(skipped {train_set.num_skipped} + {val_set.num_skipped} with < 2 segments) from "
+        f"(skipped {train_set.num_skipped} + {val_set.num_skipped} {short}) from "
         f"{', '.join(map(str, store.roots))}; encoder {store.manifest['encoder']}, dim {store.dim}")
     cfg = model_config(args, store.dim, ", ".join(map(str, store.roots)))
     model = models_lvmae.LVMAE(**cfg).to(info.device)
@@ -292,10 +329,12 @@ def train(args) -> dict:
     optimizer = build_optimizer(model, args, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=args.amp == "fp16")
 
-    start_epoch, path = 0, resume_path(args)
+    start_epoch = 0
     if path is not None:
-        start_epoch = resume(path, model, optimizer, scaler, store)
-        say(f"resumed from {path}: starting at epoch {start_epoch}")
+        start_epoch = resume(path, model, optimizer, scaler, store, resumed)
+        del resumed  # not held for the whole run
+        say(f"resumed from {path}: starting at epoch {start_epoch} (--loss_norm {args.loss_norm}, "
+            f"--input_scale {args.input_scale}, --short_videos {args.short_videos})")
     ddp_model = compile_model(model, args)  # shares model's parameters; model is what is saved
     if info.distributed:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

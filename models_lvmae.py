@@ -24,6 +24,14 @@ from timm.models.vision_transformer import Block
 from util.pos_embed import get_1d_sincos_pos_embed
 
 MASKINGS = ("random", "semantic", "semantic_inverse")
+# How segment embeddings enter the encoder. "none": added to the sin-cos positions as they are
+# (the paper's Eq. 1 and the authors' code). "sqrt_dim": multiplied by sqrt(input_dim) first and
+# reconstructions divided by it (the sqrt(d_model) embedding scale of Vaswani et al.).
+INPUT_SCALES = ("sqrt_dim", "none")
+# The default form for new models. One constant: issue "validity II" picks the final default
+# from its ablation. Checkpoints whose model_config lacks the key were all trained with
+# "sqrt_dim" and load as such (util.checkpoint), whatever this default becomes.
+DEFAULT_INPUT_SCALE = "sqrt_dim"
 
 
 def num_visible(lengths: torch.Tensor, mask_ratio: float) -> torch.Tensor:
@@ -81,13 +89,16 @@ class LVMAE(nn.Module):
 
     def __init__(self, embed_dim: int = 1024, depth: int = 32, num_heads: int = 16,
                  decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
-                 mlp_ratio: float = 4.0, max_len: int = 256, input_dim: int | None = None):
+                 mlp_ratio: float = 4.0, max_len: int = 256, input_dim: int | None = None,
+                 input_scale: str = DEFAULT_INPUT_SCALE):
         super().__init__()
+        if input_scale not in INPUT_SCALES:
+            raise ValueError(f"unknown --input_scale {input_scale!r}; choose from {INPUT_SCALES}")
         # Exactly the constructor arguments: what checkpoints store as "model_config".
         self.config = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
                            decoder_num_heads=decoder_num_heads, mlp_ratio=float(mlp_ratio), max_len=max_len,
-                           input_dim=input_dim or embed_dim)
+                           input_dim=input_dim or embed_dim, input_scale=input_scale)
         self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
         self.input_dim = input_dim or embed_dim
         self.max_len = max_len
@@ -96,11 +107,14 @@ class LVMAE(nn.Module):
         # --- encoder (Eq. 1) ---
         self.input_proj = nn.Linear(self.input_dim, embed_dim) if self.input_dim != embed_dim else nn.Identity()
         # Segment embeddings arrive L2-normalized (|x| = 1, ~1/sqrt(D) per dimension) while the
-        # sin-cos positions are ~0.7 per dimension: scaled by sqrt(D) the content has unit RMS per
-        # dimension and is not drowned by the positions at initialization (the sqrt(d_model)
-        # embedding scale of Vaswani et al.). Reconstructions are scaled back, so pred and the
-        # loss stay in the units of x. The paper is silent on input scaling.
-        self.input_scale = math.sqrt(self.input_dim)
+        # sin-cos positions are ~0.7 per dimension. With "sqrt_dim" the content has unit RMS per
+        # dimension and is not drowned by the positions at initialization; reconstructions are
+        # scaled back, so pred and the loss stay in the units of x. The paper's Eq. 1-3 and the
+        # authors' code ("none") add the unit-norm embeddings unscaled. When input_dim ==
+        # embed_dim, input_proj is the identity, so no weights can undo a scale: it is part of
+        # the function and recorded in model_config.
+        self.input_scale = input_scale
+        self.input_factor = math.sqrt(self.input_dim) if input_scale == "sqrt_dim" else 1.0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                                      for _ in range(depth)])
@@ -175,7 +189,7 @@ class LVMAE(nn.Module):
         ids_keep = torch.argsort(key, dim=1)[:, :K]
         # Gather before projecting: masked and padded positions never pay for input_proj.
         x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
-        x = self.input_proj(x * self.input_scale) + self.pos_embed[0, 1:][ids_keep].to(x.dtype)
+        x = self.input_proj(x * self.input_factor) + self.pos_embed[0, 1:][ids_keep].to(x.dtype)
         cls = (self.cls_token + self.pos_embed[:, :1]).to(x.dtype).expand(B, -1, -1)
         x = torch.cat([cls, x], dim=1)
         pad = torch.arange(K + 1, device=x.device)[None] > num_vis[:, None]
@@ -199,7 +213,7 @@ class LVMAE(nn.Module):
         attn_mask = self._key_padding(pad)
         for blk in self.decoder_blocks:
             x = blk(x, attn_mask=attn_mask)
-        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:] / self.input_scale
+        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:] / self.input_factor
         return torch.where(valid[..., None], pred, torch.zeros((), dtype=pred.dtype, device=pred.device))
 
     def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,

@@ -7,6 +7,14 @@ segment`` segments, capped at the video's length and at ``max_len`` (``--num_pat
 floored at 2 (a window of fewer segments carries no loss), and a uniform random start. The
 same generator then draws the window's mask ``noise`` (``[n]``, for random masking).
 
+Short videos (``short_videos``; the paper is silent). ``drop`` (default): videos of fewer than 2
+segments are skipped. ``authors`` (``data/CombinedData.py`` of the authors' code): a video with
+``n * (1 - mask_ratio) < 1`` segments is not used (their loader swaps it for a random other
+video), and the window of a video of fewer than 5 segments is tiled 3 times (Python list
+repetition: ``[a, b] * 3 = [a, b, a, b, a, b]``, the copies at positions after the original);
+their 8x tiling of videos under 2 segments can never run, since such a video always fails the
+first rule. The tiled window is capped at ``max_len``.
+
 Reproducibility. Every random number comes from ``np.random.default_rng([seed, 0, epoch,
 index])`` (validation: ``[seed, 1, index]``, fixed for the whole run): a pure function of
 (seed, epoch, sample index), never of the rank, the worker or hidden global state. So a resumed
@@ -31,6 +39,17 @@ from torch.utils.data import Dataset, Sampler
 from datasets.store import EmbeddingStore
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
+SHORT_VIDEOS = ("drop", "authors")
+# The authors' CombinedData: (videos with fewer than this many segments, window tiled this many times).
+AUTHORS_REPEATS = ((2, 8), (5, 3))
+
+
+def authors_repeats(lengths: np.ndarray) -> np.ndarray:
+    """Times the authors' loader tiles the window of a video of ``lengths`` segments."""
+    reps = np.ones(len(lengths), dtype=np.int64)
+    for below, times in reversed(AUTHORS_REPEATS):
+        reps[lengths < below] = times
+    return reps
 
 
 class PretrainWindows(Dataset):
@@ -39,23 +58,30 @@ class PretrainWindows(Dataset):
     ``dataset[(index, epoch)]`` is a training item, keyed by (seed, epoch, index);
     ``dataset[index]`` (or ``epoch=None``) is the fixed validation window of ``index``.
     Items are dicts: ``x`` float32 ``[n, D]``, ``noise`` float32 ``[n]``, ``index``, ``video_id``.
-    Videos with fewer than 2 segments are skipped (``num_skipped``): nothing can be masked.
+    Videos too short to mask are skipped (``num_skipped``); ``short_videos`` (module docstring)
+    chooses the rule.
     """
 
     def __init__(self, store: EmbeddingStore, video_ids=None, *, seed: int = 0, duration_min: float = 10.0,
-                 duration_max: float = 1280.0, max_len: int = 256):
+                 duration_max: float = 1280.0, max_len: int = 256, short_videos: str = "drop",
+                 mask_ratio: float = 0.5):
         if not 0 < duration_min <= duration_max:
             raise ValueError(f"--duration_min {duration_min} / --duration_max {duration_max}: "
                              "need 0 < duration_min <= duration_max")
         if max_len < 2:
             raise ValueError(f"--num_patches must be at least 2, got {max_len}")
+        if short_videos not in SHORT_VIDEOS:
+            raise ValueError(f"unknown --short_videos {short_videos!r}; choose from {SHORT_VIDEOS}")
         self.store = store
         ids = list(store.video_ids if video_ids is None else video_ids)
         lengths = store.lengths(ids)
-        keep = lengths >= 2
+        # As the authors' loader computes it (Python floats), when asked.
+        keep = lengths * (1.0 - mask_ratio) >= 1.0 if short_videos == "authors" else lengths >= 2
+        self.short_videos = short_videos
         self.num_skipped = int((~keep).sum())
         self.video_ids = [v for v, k in zip(ids, keep) if k]
         self.lengths = lengths[keep]
+        self.repeats = authors_repeats(self.lengths) if short_videos == "authors" else np.ones_like(self.lengths)
         self.seed, self.duration_min, self.duration_max, self.max_len = seed, duration_min, duration_max, max_len
         # A window of t seconds spans t / stride segments (stride = segment length unless the
         # store's segments overlap).
@@ -69,8 +95,9 @@ class PretrainWindows(Dataset):
         return np.random.default_rng(key)
 
     def window(self, index: int, epoch: int | None):
-        """``(rng, start, n)``: the window of item ``index`` at ``epoch``; ``rng`` continues
-        with the draws that follow (the mask noise)."""
+        """``(rng, start, n)``: the window of item ``index`` at ``epoch`` (``n`` segments read
+        from the store, before any tiling); ``rng`` continues with the draws that follow (the
+        mask noise)."""
         rng = self._rng(index, epoch)
         length = int(self.lengths[index])
         duration = rng.uniform(self.duration_min, self.duration_max)
@@ -80,16 +107,20 @@ class PretrainWindows(Dataset):
         return rng, start, n
 
     def window_lengths(self, epoch: int | None) -> np.ndarray:
-        """``[len(self)]`` window length of every item at ``epoch`` (reads no vectors)."""
-        return np.fromiter((self.window(i, epoch)[2] for i in range(len(self))), dtype=np.int64, count=len(self))
+        """``[len(self)]`` tokens of every item's window at ``epoch``, tiling included (reads no
+        vectors)."""
+        n = np.fromiter((self.window(i, epoch)[2] for i in range(len(self))), dtype=np.int64, count=len(self))
+        return np.minimum(n * self.repeats, self.max_len)
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, None)
         rng, start, n = self.window(index, epoch)
-        noise = rng.random(n, dtype=np.float32)
         vid = self.video_ids[index]
-        return {"x": torch.from_numpy(self.store.get(vid, start, start + n)), "noise": torch.from_numpy(noise),
-                "index": index, "video_id": vid}
+        x = self.store.get(vid, start, start + n)
+        if self.repeats[index] > 1:
+            x = np.tile(x, (int(self.repeats[index]), 1))[:self.max_len]
+        noise = rng.random(len(x), dtype=np.float32)
+        return {"x": torch.from_numpy(x), "noise": torch.from_numpy(noise), "index": index, "video_id": vid}
 
 
 def collate_windows(items: list[dict]) -> dict:
@@ -112,7 +143,7 @@ class StepBatchSampler(Sampler):
     def __init__(self, window_lengths, num_items: int, batch_size: int, accum_iter: int = 1, world_size: int = 1,
                  rank: int = 0, seed: int = 0, group_by_length: bool = True, mega_batch: int = 50):
         if num_items < 1:
-            raise ValueError("no training video has 2 or more segments; nothing to pretrain on")
+            raise ValueError("no training video is long enough to mask (see --short_videos); nothing to pretrain on")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.window_lengths = window_lengths
@@ -122,6 +153,7 @@ class StepBatchSampler(Sampler):
         self.step_size = batch_size * accum_iter * world_size
         self.num_steps = -(-num_items // self.step_size)
         self.epoch = 0
+        self._lengths = (None, None)  # (epoch, window lengths): computed once per epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -129,12 +161,23 @@ class StepBatchSampler(Sampler):
     def __len__(self) -> int:
         return self.num_steps * self.accum_iter
 
+    def lengths(self, epoch: int) -> np.ndarray:
+        """``[num_items]`` window lengths at ``epoch``."""
+        if self._lengths[0] != epoch:
+            self._lengths = (epoch, np.asarray(self.window_lengths(epoch)))
+        return self._lengths[1]
+
+    def step_lengths(self, epoch: int) -> np.ndarray:
+        """``[num_steps, step_size]`` window lengths of every optimizer step's items (all ranks):
+        the plan the loss normalization reads before the epoch starts."""
+        return self.lengths(epoch)[self.steps(epoch)]
+
     def steps(self, epoch: int) -> np.ndarray:
         """``[num_steps, step_size]`` item indices of every optimizer step (all ranks)."""
         rng = np.random.default_rng([self.seed, 2, epoch])
         order = np.resize(rng.permutation(self.num_items), self.num_steps * self.step_size)
         if self.group_by_length:
-            lengths = self.window_lengths(epoch)
+            lengths = self.lengths(epoch)
             chunk = self.mega_batch * self.step_size
             for s in range(0, len(order), chunk):
                 part = order[s:s + chunk]

@@ -17,9 +17,13 @@ written on the authors' machine are looked up under ``CACHE_ROOT`` by their last
 segment goes to the failures file, never half into a shard.
 
 Pretraining checkpoints (MAE-style ``{"model": state_dict, "args": argparse.Namespace, ...}``)
-become this project's checkpoint format (DESIGN.md): the model config is read off the weight
-shapes and ``args``, the fixed sin-cos ``pos_embed`` buffers are dropped (recomputed here),
-and the result must load into ``LVMAE`` strictly::
+become this project's checkpoint format (README "Formats"): the model config is read off the
+weight shapes and ``args``, with ``input_scale="none"`` (the authors' model adds the unit-norm
+embeddings to the positions unscaled); the fixed sin-cos ``pos_embed`` / ``decoder_pos_embed``
+buffers are checked against the positions recomputed here (atol 1e-6; a file whose positions
+differ computes another function and is refused) and dropped; the result must load into
+``LVMAE`` strictly and then computes the authors' function (tested against an independent
+re-implementation of their forward pass)::
 
     python -m preprocessing.import_reference checkpoint checkpoint-150.pth --out lvmae_authors.pth
 
@@ -46,6 +50,9 @@ CSV_COLUMNS = ("segment_idx", "video_filename", "segment_paths", "number_of_segm
 DEFAULT_ENCODER = "languagebind:LanguageBind_Video_Huge_V1.5_FT"
 # Keys of the authors' state dict that are not parameters here (positions are recomputed).
 DROPPED_KEYS = ("pos_embed", "decoder_pos_embed")
+POS_ATOL = 1e-6
+# The preprocessing the authors' checkpoints were trained on (their langbind_preprocessing.py).
+AUTHORS_PROFILE = "authors"
 INPUT_PROJ = re.compile(r"^(patch_embed\.proj|patch_embed|input_proj)\.(weight|bias)$")
 
 
@@ -208,13 +215,32 @@ def convert_state_dict(state: dict, args: dict) -> tuple[dict, dict]:
                   decoder_num_heads=int(args.get("decoder_num_heads", 16)),
                   mlp_ratio=out["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
                   max_len=int(args.get("num_patches") or (pos.shape[1] - 1 if pos is not None else 256)),
-                  input_dim=out["decoder_pred.weight"].shape[0])
+                  input_dim=out["decoder_pred.weight"].shape[0], input_scale="none")
     return out, config
+
+
+def check_positions(state: dict, path) -> None:
+    """A stored ``pos_embed`` / ``decoder_pos_embed`` must equal the sin-cos positions LVMAE
+    recomputes (the authors' are fixed, never trained); otherwise refuse, naming the file."""
+    from util.pos_embed import get_1d_sincos_pos_embed
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    for key in DROPPED_KEYS:
+        if key not in state:
+            continue
+        stored = torch.as_tensor(state[key]).float()
+        if stored.dim() != 3 or stored.shape[0] != 1 or stored.shape[-1] % 2:
+            raise ReferenceFormatError(f"{path}: {key} has shape {tuple(stored.shape)}, not [1, 1 + positions, dim]")
+        ours = get_1d_sincos_pos_embed(stored.shape[-1], stored.shape[1] - 1, cls_token=True)
+        diff = (stored[0] - ours).abs().max().item()
+        if not diff <= POS_ATOL:
+            raise ReferenceFormatError(f"{path}: the stored {key} is not the fixed 1-D sin-cos positions this "
+                                       f"model recomputes (max difference {diff:.3g} > {POS_ATOL:g}); the "
+                                       "checkpoint would compute another function")
 
 
 def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
     import models_lvmae
-    from util.checkpoint import load_pretrained, save_checkpoint
+    from util.checkpoint import FORMAT_VERSION, load_pretrained, save_checkpoint
     path = Path(path)
     if not path.is_file():
         raise ReferenceFormatError(f"checkpoint {path} does not exist")
@@ -230,14 +256,20 @@ def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
         raise ReferenceFormatError(f"{path} is not a pretraining checkpoint (no 'model' state dict)")
     args = ckpt.get("args")
     args = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
-    state, config = convert_state_dict(ckpt["model"], args)
+    check_positions(ckpt["model"], path)
+    try:
+        state, config = convert_state_dict(ckpt["model"], args)
+    except ReferenceFormatError as e:
+        raise ReferenceFormatError(f"{path}: {e}") from None
     try:
         models_lvmae.LVMAE(**config).load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ReferenceFormatError(f"{path}: weights do not fit LVMAE({config}): {str(e).splitlines()[0]} "
                            f"{str(e).splitlines()[1][:300] if len(str(e).splitlines()) > 1 else ''}") from None
-    converted = {"model": state, "model_config": config, "epoch": int(ckpt.get("epoch", -1)),
-                 "args": _plain(args), "data": {"encoder": encoder, "dim": config["input_dim"], "normalized": False},
+    converted = {"format_version": FORMAT_VERSION, "model": state, "model_config": config,
+                 "epoch": int(ckpt.get("epoch", -1)), "args": _plain(args),
+                 "data": {"encoder": encoder, "dim": config["input_dim"], "normalized": False,
+                          "profile": AUTHORS_PROFILE},
                  "imported_from": str(path)}
     save_checkpoint(converted, out)
     load_pretrained(out)  # what every consumer does: it must work

@@ -41,12 +41,17 @@ def run_blocks(blocks, x):
     return x
 
 
+def scale_of(model):
+    """The documented input scale: sqrt(input dim) for "sqrt_dim", 1 for "none" (the paper's form)."""
+    return {"sqrt_dim": math.sqrt(D), "none": 1.0}[model.config["input_scale"]]
+
+
 def reference_sample(model, x, mask):
     """x: [n, D] real segments of one video, mask: [n] bool. Returns (loss sum, pred [n, D], #masked)."""
     n = x.shape[0]
     pos = get_1d_sincos_pos_embed(model.embed_dim, n, cls_token=True)
     dpos = get_1d_sincos_pos_embed(model.decoder_embed_dim, n, cls_token=True)
-    h = model.input_proj(x * math.sqrt(x.shape[-1])) + pos[1:]
+    h = model.input_proj(x * scale_of(model)) + pos[1:]
     vis_idx = [i for i in range(n) if not mask[i]]
     enc_in = torch.cat([model.cls_token[0] + pos[:1], h[vis_idx]], dim=0)[None]
     latent = model.norm(run_blocks(model.blocks, enc_in))[0]
@@ -60,7 +65,7 @@ def reference_sample(model, x, mask):
             rows.append(z[k])
             k += 1
     dec = torch.stack(rows) + dpos
-    out = model.decoder_pred(model.decoder_norm(run_blocks(model.decoder_blocks, dec[None])))[0, 1:] / math.sqrt(D)
+    out = model.decoder_pred(model.decoder_norm(run_blocks(model.decoder_blocks, dec[None])))[0, 1:] / scale_of(model)
     per_token = ((out - x) ** 2).mean(-1)
     return (per_token * mask).sum(), out, int(mask.sum())
 
@@ -68,13 +73,15 @@ def reference_sample(model, x, mask):
 def reference_features(model, x):
     n = x.shape[0]
     pos = get_1d_sincos_pos_embed(model.embed_dim, n, cls_token=True)
-    h = torch.cat([model.cls_token[0] + pos[:1], model.input_proj(x * math.sqrt(D)) + pos[1:]])[None]
+    h = torch.cat([model.cls_token[0] + pos[:1], model.input_proj(x * scale_of(model)) + pos[1:]])[None]
     return model.norm(run_blocks(model.blocks, h))[0]
 
 
+@pytest.mark.parametrize("input_scale", ["sqrt_dim", "none"])
 @pytest.mark.parametrize("input_dim", [D, None])
-def test_batched_equals_per_sample_reference(input_dim):
-    model = tiny(input_dim=input_dim, embed_dim=D if input_dim is None else 16)
+def test_batched_equals_per_sample_reference(input_dim, input_scale):
+    model = tiny(input_dim=input_dim, embed_dim=D if input_dim is None else 16, input_scale=input_scale)
+    assert model.config["input_scale"] == input_scale  # recorded: a checkpoint reloads the same function
     x, lengths = ragged([7, 3, 11, 2, 1, 5])
     with torch.no_grad():
         loss, pred, mask = model(x, lengths, mask_ratio=0.4)
@@ -238,6 +245,8 @@ def test_bad_arguments():
         model(torch.zeros(1, 40, D), torch.tensor([40]))
     with pytest.raises(ValueError, match="--input_size"):
         model(torch.zeros(1, 4, D + 1), torch.tensor([4]))
+    with pytest.raises(ValueError, match="unknown --input_scale 'sqrt'"):
+        tiny(input_scale="sqrt")
 
 
 def test_presets_names_and_longer_max_len():

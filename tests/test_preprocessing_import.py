@@ -98,8 +98,9 @@ def authors_checkpoint(path, model):
 
 def test_authors_checkpoint_converts_and_loads_into_lvmae(tmp_path):
     torch.manual_seed(0)
+    # a project model of the authors' (unscaled) form, with an input projection named like MAE's
     model = models_lvmae.LVMAE(embed_dim=16, depth=2, num_heads=2, decoder_embed_dim=8, decoder_depth=1,
-                               decoder_num_heads=2, max_len=32, input_dim=8).eval()
+                               decoder_num_heads=2, max_len=32, input_dim=8, input_scale="none").eval()
     authors_checkpoint(tmp_path / "checkpoint-150.pth", model)
     config = import_reference.main(["checkpoint", str(tmp_path / "checkpoint-150.pth"), "--out", str(tmp_path / "c.pth")])
     assert config == model.config

@@ -13,7 +13,7 @@ from datasets.store import EmbeddingStore
 from pretrain_fixtures import write_store
 from util.lr_sched import adjust_learning_rate, cosine_lr
 
-LENGTHS = [1, 2, 3, 7, 40, 300, 600, 1, 12, 255, 256, 257]
+LENGTHS = [1, 2, 3, 7, 40, 300, 600, 1, 12, 255, 256, 257, 4]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,32 @@ def test_short_videos_are_skipped_and_counted(store):
     ds = PretrainWindows(store)
     assert ds.num_skipped == 2 and len(ds) == len(LENGTHS) - 2
     assert "v000" not in ds.video_ids and "v007" not in ds.video_ids
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.75])
+def test_short_videos_the_authors_way(store, ratio):
+    """The authors' CombinedData: a video with n * (1 - mask_ratio) < 1 is never used (they
+    draw another video instead), and the window of a video of fewer than 5 segments is the
+    Python list of its segments repeated 3 times (``[a, b] * 3``), masked as one sequence."""
+    ds = PretrainWindows(store, short_videos="authors", mask_ratio=ratio, seed=1)
+    used = [f"v{i:03d}" for i, n in enumerate(LENGTHS) if n * (1 - ratio) >= 1]
+    assert ds.video_ids == used and ds.num_skipped == len(LENGTHS) - len(used)
+    for epoch in (0, None):
+        lengths = ds.window_lengths(epoch)
+        for i, vid in enumerate(ds.video_ids):
+            item = ds[(i, epoch)] if epoch is not None else ds[i]
+            _, start, n = ds.window(i, epoch)
+            rows = list(store.get(vid, start, start + n))
+            authors = rows * 3 if ds.lengths[i] < 5 else rows
+            np.testing.assert_array_equal(item["x"].numpy(), np.stack(authors))
+            assert len(item["x"]) == len(item["noise"]) == lengths[i]
+    short = [i for i, n in enumerate(ds.lengths) if n < 5]
+    assert short and all(ds.window_lengths(0)[i] == 3 * ds.lengths[i] for i in short)  # whole video, tiled
+    # the default keeps videos of 2+ segments and never tiles
+    default = PretrainWindows(store, mask_ratio=ratio)
+    assert default.num_skipped == 2 and all(len(default[(i, 0)]["x"]) <= default.lengths[i] for i in range(len(default)))
+    with pytest.raises(ValueError, match="--short_videos"):
+        PretrainWindows(store, short_videos="repeat")
 
 
 @pytest.mark.parametrize("max_len", [256, 32])

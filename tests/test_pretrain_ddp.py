@@ -1,5 +1,6 @@
 """torchrun (2 processes, gloo, with gradient accumulation) equals one process on the same global
-batch: same items per optimizer step, loss normalized over the whole step, DDP's mean undone."""
+batch: same items per optimizer step, the loss normalized by a count of the whole step or epoch
+(never of one rank), DDP's mean undone. Both `--loss_norm epoch` and `step`."""
 import json
 import os
 import subprocess
@@ -17,10 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_equal_one_process(tmp_path):
+@pytest.mark.parametrize("loss_norm", ["epoch", "step"])
+def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm):
     store = write_store(tmp_path / "store", [int(n) for n in np.random.default_rng(5).integers(1, 60, size=40)])
     common = ["--data_path", str(store), *TINY_MODEL, "--epochs", "2", "--warmup_epochs", "1", "--blr", "5e-2",
-              "--num_workers", "0", "--no_progress", "--duration_max", "200", "--val_fraction", "0.2"]
+              "--num_workers", "0", "--no_progress", "--duration_max", "200", "--val_fraction", "0.2",
+              "--loss_norm", loss_norm]
     single = main_pretrain.main(common + ["--output_dir", str(tmp_path / "single"), "--batch_size", "8"])
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

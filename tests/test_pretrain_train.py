@@ -14,7 +14,7 @@ from datasets.pretrain import PretrainWindows, StepBatchSampler, collate_windows
 from datasets.store import EmbeddingStore, StoreError
 from engine_pretrain import NonFiniteLossError, train_one_epoch
 from pretrain_fixtures import TINY_MODEL, assert_optimizer_close, assert_params_close, write_store
-from util.checkpoint import CheckpointError, load_checkpoint, load_pretrained
+from util.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_pretrained
 
 LENGTHS = [int(n) for n in np.random.default_rng(0).integers(1, 60, size=40)]
 
@@ -31,9 +31,10 @@ def run(store, out, *extra, epochs=2):
     return main_pretrain.main(argv)
 
 
-def test_accumulation_equals_a_larger_batch(store, tmp_path):
-    big = run(store, tmp_path / "big", "--batch_size", "8")
-    acc = run(store, tmp_path / "acc", "--batch_size", "4", "--accum_iter", "2")
+@pytest.mark.parametrize("loss_norm", ["epoch", "step"])
+def test_accumulation_equals_a_larger_batch(store, tmp_path, loss_norm):
+    big = run(store, tmp_path / "big", "--batch_size", "8", "--loss_norm", loss_norm)
+    acc = run(store, tmp_path / "acc", "--batch_size", "4", "--accum_iter", "2", "--loss_norm", loss_norm)
     ca, cb = (load_checkpoint(tmp_path / run / "checkpoint-last.pth") for run in ("big", "acc"))
     a = ca["model"]
     assert_params_close(a, cb["model"])
@@ -82,11 +83,61 @@ def test_resume_refuses_another_model_config_and_non_checkpoints(store, tmp_path
         run(store, tmp_path / "b", "--resume", str(tmp_path / "missing.pth"))
 
 
+def test_resume_takes_unset_run_flags_from_the_checkpoint(store, tmp_path):
+    """--input_scale, --loss_norm and --short_videos left out on resume continue the checkpoint's
+    run (a later default cannot change a run half-way); given and different, --input_scale is
+    refused like any model change."""
+    run(store, tmp_path / "a", "--input_scale", "none", "--loss_norm", "authors", "--short_videos", "authors",
+        epochs=1)
+    run(store, tmp_path / "a", epochs=2)
+    args = json.loads((tmp_path / "a" / "config.json").read_text())["args"]
+    assert (args["input_scale"], args["loss_norm"], args["short_videos"]) == ("none", "authors", "authors")
+    assert load_checkpoint(tmp_path / "a" / "checkpoint-last.pth")["model_config"]["input_scale"] == "none"
+    with pytest.raises(CheckpointError, match=r"input_scale: checkpoint 'none' vs now 'sqrt_dim'"):
+        run(store, tmp_path / "a", "--input_scale", "sqrt_dim", epochs=3)
+    # a new run takes the defaults
+    run(store, tmp_path / "b", epochs=1)
+    args = json.loads((tmp_path / "b" / "config.json").read_text())["args"]
+    assert (args["input_scale"], args["loss_norm"], args["short_videos"]) == (
+        models_lvmae.DEFAULT_INPUT_SCALE, "epoch", "drop")
+
+
+def test_checkpoints_written_before_format_version_load_and_resume(store, tmp_path):
+    """A version-0 file (no format_version, model_config without input_scale, args without
+    loss_norm) is what every earlier run wrote: it loads as the sqrt(D) model it was trained as and
+    resumes with the per-step normalization it used. A newer version is refused naming the file."""
+    run(store, tmp_path, "--input_scale", "sqrt_dim", "--loss_norm", "step", epochs=1)
+    path = tmp_path / "checkpoint-last.pth"
+    ckpt = torch.load(path, weights_only=True)
+    model_before, _ = load_pretrained(path)
+    legacy = {k: v for k, v in ckpt.items() if k != "format_version"}
+    legacy["model_config"] = {k: v for k, v in ckpt["model_config"].items() if k != "input_scale"}
+    legacy["args"] = {k: v for k, v in ckpt["args"].items() if k not in ("input_scale", "loss_norm", "short_videos")}
+    legacy["data"] = {k: v for k, v in ckpt["data"].items() if k != "profile"}
+    torch.save(legacy, path)
+    model, loaded = load_pretrained(path)
+    assert model.input_scale == "sqrt_dim" and loaded["data"]["profile"] == "legacy"
+    x, lengths = torch.randn(2, 9, 8), torch.tensor([9, 4])
+    torch.testing.assert_close(model.forward_features(x, lengths), model_before.forward_features(x, lengths))
+    run(store, tmp_path, epochs=2)
+    args = json.loads((tmp_path / "config.json").read_text())["args"]
+    assert (args["input_scale"], args["loss_norm"]) == ("sqrt_dim", "step")
+    future = {**torch.load(path, weights_only=True), "format_version": FORMAT_VERSION + 1}
+    torch.save(future, tmp_path / "future.pth")
+    with pytest.raises(CheckpointError, match=rf"future.pth has checkpoint format_version {FORMAT_VERSION + 1}"):
+        load_pretrained(tmp_path / "future.pth")
+
+
 def test_checkpoint_contents_are_the_design_dict(store, tmp_path):
     result = run(store, tmp_path, "--keep_every", "2", epochs=3)
-    ckpt = load_checkpoint(tmp_path / "checkpoint-last.pth")  # weights_only=True
-    assert set(ckpt) == {"model", "optimizer", "scaler", "epoch", "args", "model_config", "data", "rng"}
-    assert ckpt["epoch"] == 2 and ckpt["data"] == {"encoder": "test:tiny", "dim": 8, "normalized": False}
+    ckpt = torch.load(tmp_path / "checkpoint-last.pth", weights_only=True)  # the file as written
+    assert set(ckpt) == {"format_version", "model", "optimizer", "scaler", "epoch", "args", "model_config", "data",
+                         "rng"}
+    assert ckpt["format_version"] == FORMAT_VERSION
+    profile = EmbeddingStore(store).manifest.get("profile", "legacy")
+    assert ckpt["epoch"] == 2 and ckpt["data"] == {"encoder": "test:tiny", "dim": 8, "normalized": False,
+                                                   "profile": profile}
+    assert (ckpt["args"]["loss_norm"], ckpt["args"]["short_videos"]) == ("epoch", "drop")
     json.dumps(ckpt["args"])
     assert ckpt["model_config"] == models_lvmae.preset_config(
         "lvmae_tiny", embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
@@ -168,7 +219,8 @@ def test_non_finite_loss_stops_with_the_step_and_videos(store):
         model.decoder_pred.bias[0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    args = SimpleNamespace(accum_iter=1, mask_ratio=0.5, masking="random", cos_loss=False, amp="none", lr=1e-3,
+    args = SimpleNamespace(accum_iter=1, mask_ratio=0.5, masking="random", cos_loss=False, loss_norm="epoch", amp="none",
+                           lr=1e-3,
                            min_lr=0.0, warmup_epochs=0, epochs=1)
     first = next(iter(loader))["video_id"]
     with pytest.raises(NonFiniteLossError, match=rf"epoch 0, step 0.*{first[0]}.*{first[-1]}"):

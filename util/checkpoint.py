@@ -1,8 +1,16 @@
 """Checkpoint I/O: tensors and plain Python types only, so ``torch.load(weights_only=True)``
 reads every file this project writes. Writes are atomic (tmp file + ``os.replace``).
 
-Contents (DESIGN.md): ``{"model", "optimizer", "scaler", "epoch", "args", "model_config",
-"data": {"encoder", "dim", "normalized"}, "rng"}``.
+Contents (README "Formats", which has the full key table): ``{"format_version", "model",
+"optimizer", "scaler", "epoch", "args", "model_config", "data": {"encoder", "dim",
+"normalized", "profile"}, "rng"}``.
+
+Versions. ``FORMAT_VERSION`` is written into every checkpoint. ``load_checkpoint`` reads every
+version from 0 (files written before the key existed) to ``FORMAT_VERSION`` and upgrades them in
+memory to the current layout, one step per version (``UPGRADES``), so every consumer sees one
+layout; a newer version is refused naming the file. A change that adds a key or changes what one
+means bumps ``FORMAT_VERSION``, adds the step from the previous version (what an old file that
+lacks the key means) and a row to the README's table.
 """
 from __future__ import annotations
 
@@ -18,6 +26,25 @@ import models_lvmae
 
 # Not part of the compatibility check: positions are recomputed, so a longer max_len is fine.
 IGNORED_CONFIG_KEYS = ("max_len",)
+
+FORMAT_VERSION = 1
+# What a key that an old file lacks means.
+LEGACY_INPUT_SCALE = "sqrt_dim"  # every checkpoint written before model_config recorded it
+LEGACY_PROFILE = "legacy"        # stores (and so checkpoints) made before preprocessing profiles
+
+
+def _upgrade_0_to_1(ckpt: dict) -> None:
+    """Version 0 (no ``format_version``): model_config without ``input_scale``, data without
+    ``profile``."""
+    ckpt["model_config"] = {**ckpt["model_config"]}
+    ckpt["model_config"].setdefault("input_scale", LEGACY_INPUT_SCALE)
+    if isinstance(ckpt.get("data"), dict):
+        ckpt["data"] = {**ckpt["data"]}
+        ckpt["data"].setdefault("profile", LEGACY_PROFILE)
+
+
+# version v -> the function turning a checkpoint of version v into version v + 1 (in place)
+UPGRADES = {0: _upgrade_0_to_1}
 
 
 class CheckpointError(ValueError):
@@ -50,7 +77,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not an LV-MAE checkpoint (expected 'model' and 'model_config', "
                               f"found {keys})")
+    version = checkpoint_format_version(ckpt, path)
+    while version < FORMAT_VERSION:
+        UPGRADES[version](ckpt)
+        version += 1
+    ckpt["format_version"] = version
     return ckpt
+
+
+def checkpoint_format_version(ckpt: dict, path) -> int:
+    """The file's ``format_version`` (0 when absent); refuses one this code cannot read."""
+    version = ckpt.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{path} has format_version {version!r}; expected an integer 0-{FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format_version {version}, newer than this code reads "
+                              f"(0-{FORMAT_VERSION}); update the code to load it")
+    return version
 
 
 def config_differences(saved: dict, current: dict, ignore=IGNORED_CONFIG_KEYS) -> dict:
