@@ -92,7 +92,8 @@ class Extraction:
         self._last_commit = self._start = time.monotonic()
         chunk = max(1, min(self.batch_size, 16))
         with DecodePool(self.num_workers, self.reader, self.spec, chunk, self.decode_timeout) as pool, \
-                tqdm(total=len(videos), unit="video", disable=not self.progress, dynamic_ncols=True) as bar:
+                tqdm(total=len(videos), unit="video", disable=None if self.progress else True,
+                     dynamic_ncols=True) as bar:
             self._bar = bar
             exhausted = False
             while True:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from preprocessing.readers import VIDEO_EXTENSIONS
+from util.cli import UserError
 
 
-class VideoListError(ValueError):
+class VideoListError(UserError, ValueError):
     """A video list that cannot be used; the message names the file at fault."""
 
 
