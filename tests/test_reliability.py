@@ -99,6 +99,32 @@ def test_killed_at_an_epoch_end_resumes_to_matching_logs_and_checkpoints(store, 
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
+def test_nothing_left_on_error_only_clears_a_fresh_directory_without_a_result(tmp_path):
+    from util.io import nothing_left_on_error
+
+    def refused(directory, *files, error=ValueError):
+        with pytest.raises(error):
+            with nothing_left_on_error(directory, unless="result-*"):
+                directory.mkdir(exist_ok=True)
+                for f in files:
+                    (directory / f).write_text("x")
+                raise error("refused")
+
+    refused(tmp_path / "fresh", "config.json", "log.txt")
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", "config.json")
+    assert list((tmp_path / "empty").iterdir()) == []
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    refused(tmp_path / "used", "config.json")  # not fresh: nothing is touched
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == ["config.json", "notes.txt"]
+    refused(tmp_path / "result", "config.json", "result-0")  # a result exists: everything stays
+    assert sorted(p.name for p in (tmp_path / "result").iterdir()) == ["config.json", "result-0"]
+    refused(tmp_path / "interrupted", "config.json", error=KeyboardInterrupt)
+    assert (tmp_path / "interrupted" / "config.json").is_file()
+
+
 # --- progress bars on a terminal only ----------------------------------------------------------------
 def test_progress_bars_stay_out_of_redirected_output(tmp_path, capsys):
     """The CLIs with bars, run with stderr redirected (as in a log file): no bar is written."""

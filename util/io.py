@@ -55,25 +55,25 @@ def remove_orphans(directory: str | Path, prefix: str = "") -> list[Path]:
 
 @contextmanager
 def nothing_left_on_error(directory: str | Path, unless: str) -> Iterator[None]:
-    """A run that fails before it has produced anything worth keeping leaves ``directory`` as it
-    found it.
+    """A run refused before it produced anything leaves its fresh output ``directory`` as it
+    found it: absent or empty.
 
-    If the block is refused (an ``Exception``, or ``SystemExit`` with a message) while
-    ``directory`` holds no file matching the glob ``unless`` (e.g. ``checkpoint-*.pth``; neither
-    from before nor from the block), every entry the block created in it is removed, and
-    ``directory`` itself if the block created it. Ctrl-C (and of course a kill) leaves
-    everything, as does a directory that holds a result. Only for directories that one process
-    writes: another writer's files would look like this block's.
+    If ``directory`` is absent or empty when the block starts, and the block is refused (an
+    ``Exception``, or ``SystemExit`` with a message) while ``directory`` holds no file matching
+    the glob ``unless`` (the run's result, e.g. ``checkpoint-*.pth``), everything in it is
+    removed, and ``directory`` itself if the block created it. Ctrl-C (and of course a kill)
+    leaves everything, and so does a directory that held anything before: those files may be
+    someone else's. Only for directories that one process writes.
     """
     directory = Path(directory)
     existed = directory.is_dir()
-    before = set(directory.iterdir()) if existed else set()
+    fresh = not existed or not any(directory.iterdir())
     try:
         yield
     except (Exception, SystemExit) as e:
         refused = not isinstance(e, SystemExit) or e.code not in (None, 0)
-        if refused and directory.is_dir() and not any(directory.glob(unless)):
-            for entry in set(directory.iterdir()) - before:
+        if fresh and refused and directory.is_dir() and not any(directory.glob(unless)):
+            for entry in list(directory.iterdir()):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
