@@ -35,13 +35,14 @@ from tqdm import tqdm
 import util.dist as dist_util
 from models_lvmae import num_visible
 from util.baselines import mean_visible, nearest_visible
+from util.cli import UserError
 from util.lr_sched import adjust_learning_rate
 
 BASELINES = {"nearest_visible": nearest_visible, "mean_visible": mean_visible}
 LOSS_NORMS = ("epoch", "step", "authors")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Training produced a NaN / inf loss; the message names the epoch, step and videos."""
 
 

@@ -38,10 +38,12 @@ from tqdm import tqdm
 from datasets import breakfast
 from datasets.benchmarks import DATASETS, load_annotations
 from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec
-from datasets.store import EmbeddingStore, StoreError, atomic_write_text
+from datasets.store import EmbeddingStore, StoreError
 from models_probe import AttentiveProbe, LinearProbe, default_heads
 from util import feature_cache
 from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
+from util.cli import ArgumentParser, UserError, output_dir, positive_float, positive_int, run_cli
+from util.io import atomic_write_text
 from util.long_video import encode_videos, raw_features
 from util.probe_results import has_row, write_row
 
@@ -56,7 +58,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError, ValueError):
     """A probe that cannot run as configured; the message names the flag or file at fault."""
 
 
@@ -84,31 +86,31 @@ def get_args_parser(probe: str = "ap"):
                    help="lvmae: the frozen LV-MAE encoder of --checkpoint; none: the raw segment embeddings "
                         "(the paper's 'Baseline' rows)")
     g.add_argument("--checkpoint", default=None, help="pretrained LV-MAE checkpoint (required with --backbone lvmae)")
-    g.add_argument("--num_patches", type=int, default=None,
+    g.add_argument("--num_patches", type=positive_int, default=None,
                    help="raise the encoder's max_len (segments per window; positions are recomputed); "
                         "default: the checkpoint's")
-    g.add_argument("--window_stride", type=int, default=None,
+    g.add_argument("--window_stride", type=positive_int, default=None,
                    help="stride in segments of the sliding windows over longer videos (default max_len // 2)")
     g.add_argument("--amp", default=None, choices=("none", "bf16"),
                    help="autocast while encoding (default: bf16 on CUDA, none on CPU)")
-    g.add_argument("--encode_batch_size", type=int, default=64, help="windows per encoder forward")
-    g.add_argument("--cache_dir", default=None, help="feature cache (default: <output_dir>/cache)")
+    g.add_argument("--encode_batch_size", type=positive_int, default=64, help="windows per encoder forward")
+    g.add_argument("--cache_dir", default=None, type=output_dir, help="feature cache (default: <output_dir>/cache)")
     g = p.add_argument_group("head and optimisation (defaults: the paper's Table 7 for AP, Table 6 for LP)")
-    g.add_argument("--probe_heads", type=int, default=None,
+    g.add_argument("--probe_heads", type=positive_int, default=None,
                    help="attention heads of the AP block (default: the encoder's; raw backbone: 16, fewer if the width "
                         "is below 256 so heads keep >= 16 dims)")
-    g.add_argument("--probe_dim", type=int, default=None,
+    g.add_argument("--probe_dim", type=positive_int, default=None,
                    help="raw backbone AP: width the segment embeddings are projected to (default: their dim)")
-    g.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs of the head")
-    g.add_argument("--batch_size", type=int, default=d["batch_size"], help="videos per step")
-    g.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
+    g.add_argument("--epochs", type=positive_int, default=d["epochs"], help="training epochs of the head")
+    g.add_argument("--batch_size", type=positive_int, default=d["batch_size"], help="videos per step")
+    g.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate")
     g.add_argument("--lr_gamma", type=float, default=d["lr_gamma"],
                    help="ExponentialLR factor per epoch (1.0 = constant)")
-    g.add_argument("--seeds", type=int, default=1, help="train heads with seeds 0..k-1; report mean and std")
+    g.add_argument("--seeds", type=positive_int, default=1, help="train heads with seeds 0..k-1; report mean and std")
     g = p.add_argument_group("run")
-    g.add_argument("--output_dir", default="output_probe", help="results.csv, runs/<run_id>/, cache/")
+    g.add_argument("--output_dir", default="output_probe", type=output_dir, help="results.csv, runs/<run_id>/, cache/")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--num_threads", type=int, default=None,
+    g.add_argument("--num_threads", type=positive_int, default=None,
                    help="CPU threads for this run (default: torch's, i.e. all cores). On a CPU shared with other "
                         "jobs use 1: there more threads made epochs up to 15x slower (benchmarks/bench_probe.py)")
     g.add_argument("--resume", nargs="?", const="auto", default=None,
@@ -118,7 +120,7 @@ def get_args_parser(probe: str = "ap"):
 
 
 def parse_args(argv=None, probe: str = "ap") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(parents=[get_args_parser(probe)], description=__doc__, formatter_class=_Formatter)
+    parser = ArgumentParser(parents=[get_args_parser(probe)], description=__doc__, formatter_class=_Formatter)
     args = parser.parse_args(argv)
     args.probe = probe
     return args
@@ -240,7 +242,7 @@ def select_epoch(make_head, train: LabelledSequences, val: LabelledSequences, sp
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_gamma)
     log, best, best_key = [], None, None
     bar = tqdm(range(args.epochs), desc=f"{spec.dataset}/{spec.name} {args.probe} {args.backbone} seed {seed}",
-               unit="epoch", leave=False)
+               unit="epoch", leave=False, disable=None)  # on a terminal only, not in logs
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(head, train, optimizer, spec, args.batch_size, generator)
@@ -393,7 +395,4 @@ def main(argv=None, probe: str = "ap") -> list[dict]:
 def cli(probe: str) -> None:
     """Entry point of the thin scripts: user errors print one line, no traceback."""
     import sys
-    try:
-        main(sys.argv[1:], probe)
-    except USER_ERRORS as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_cli(lambda argv: main(argv, probe), sys.argv[1:]))

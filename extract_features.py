@@ -38,8 +38,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from datasets.store import EmbeddingStore, atomic_write_text
+from datasets.store import EmbeddingStore
 from util.checkpoint import check_store_encoder, load_pretrained
+from util.cli import ArgumentParser, output_dir, positive_int, run_cli
+from util.io import atomic_write_text
 from util.long_video import encode_videos, window_starts
 
 
@@ -47,15 +49,16 @@ def get_args_parser():
     p = argparse.ArgumentParser("LV-MAE long-video feature extraction", add_help=False)
     p.add_argument("--data_path", nargs="+", required=True, help="embedding store(s), or a .txt file listing them")
     p.add_argument("--checkpoint", required=True, help="the pretrained LV-MAE checkpoint")
-    p.add_argument("--output_dir", required=True, help="where cls.npy, mean.npy, tokens.npy and index.csv go")
+    p.add_argument("--output_dir", required=True, type=output_dir,
+                   help="where cls.npy, mean.npy, tokens.npy and index.csv go")
     p.add_argument("--all_tokens", action="store_true", help="also write every segment's token (tokens.npy)")
-    p.add_argument("--batch_size", type=int, default=64, help="windows per forward pass")
-    p.add_argument("--window_stride", type=int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=64, help="windows per forward pass")
+    p.add_argument("--window_stride", type=positive_int, default=None,
                    help="segments between window starts for videos longer than max_len (default max_len // 2)")
-    p.add_argument("--num_patches", type=int, default=None,
+    p.add_argument("--num_patches", type=positive_int, default=None,
                    help="window length in segments: at least the checkpoint's max_len (the default); positions "
                         "are recomputed, so longer windows work")
-    p.add_argument("--chunk_videos", type=int, default=1024, help="videos encoded per pass (bounds memory)")
+    p.add_argument("--chunk_videos", type=positive_int, default=1024, help="videos encoded per pass (bounds memory)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"),
                    help="bf16 autocast: auto = on CUDA only")
@@ -75,11 +78,10 @@ def _publish(arr: np.memmap, tmp: Path, path: Path) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     store = EmbeddingStore(args.data_path)
     store_name = ", ".join(map(str, store.roots))
     model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
@@ -99,12 +101,13 @@ def main(argv=None):
           f"max_len={max_len} (sliding windows, stride {args.window_stride or max(1, max_len // 2)}): "
           f"{int(num_windows.sum())} windows; features {E}-d")
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
     arrays = {"cls": _open_tmp(out / "cls.npy", (len(vids), E)), "mean": _open_tmp(out / "mean.npy", (len(vids), E))}
     if args.all_tokens:
         arrays["tokens"] = _open_tmp(out / "tokens.npy", (int(offsets[-1]), E))
     try:
         for a in tqdm(range(0, len(vids), args.chunk_videos), desc="video chunks", unit="chunk",
-                      disable=len(vids) <= args.chunk_videos):
+                      disable=True if len(vids) <= args.chunk_videos else None):
             b = min(a + args.chunk_videos, len(vids))
             feats = encode_videos(model, store, vids[a:b], batch_size=args.batch_size, device=args.device,
                                   stride=args.window_stride, amp_dtype=amp)
@@ -135,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -42,19 +42,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from datasets.captions import CaptionDB, CaptionError
-from datasets.store import EmbeddingStore, atomic_write_text
+from datasets.store import EmbeddingStore
 from models_lvmae import MASKINGS, make_mask
 from util.baselines import linear_interpolation, nearest_visible
 from util.checkpoint import check_store_encoder, load_pretrained
-from util.report import SegmentView, VideoView, markdown_table, read_thumbnails, write_html, write_png
+from util.cli import ArgumentParser, open_fraction, output_dir, positive_int, run_cli
+from util.io import atomic_write_text
+from util.report import SegmentView, VideoView, markdown_table, write_html, write_png
 from util.retrieval import KS, Retrieval, agreement, retrieve, summarize
 
 ORIGINAL = "original"
 METHODS = (ORIGINAL, "LV-MAE", "nearest visible", "linear interpolation")
 COLUMNS = ["method", "R@1", "R@5", "R@10", "median rank", "top-1 agree", "top-k overlap", "cos to original"]
+THUMB_WIDTH = 192
 
 
 def get_args_parser():
@@ -62,19 +66,23 @@ def get_args_parser():
     p.add_argument("--data_path", nargs="+", required=True, help="embedding store(s), or a .txt file listing them")
     p.add_argument("--captions", required=True, help="caption database directory (python -m datasets.captions)")
     p.add_argument("--checkpoint", required=True, help="the pretrained LV-MAE checkpoint")
-    p.add_argument("--output_dir", required=True, help="where metrics.json, retrievals.csv and the report go")
-    p.add_argument("--num_videos", type=int, default=8, help="videos to sample (those with at least one caption)")
+    p.add_argument("--output_dir", required=True, type=output_dir,
+                   help="where metrics.json, retrievals.csv and the report go")
+    p.add_argument("--num_videos", type=positive_int, default=8,
+                   help="videos to sample (those with at least one caption)")
     p.add_argument("--video_ids", nargs="*", default=None, help="evaluate these videos instead of sampling")
-    p.add_argument("--mask_ratio", type=float, default=0.4, help="fraction of segments masked (Sec. 4.4: 40%%)")
+    p.add_argument("--mask_ratio", type=open_fraction, default=0.4,
+                   help="fraction of segments masked, in (0, 1) (Sec. 4.4: 40%%)")
     p.add_argument("--masking", default="random", choices=MASKINGS, help="which segments are masked")
     p.add_argument("--seed", type=int, default=0, help="seed of the video sample, the windows and the masks")
-    p.add_argument("--topk", type=int, default=10, help="captions retrieved per query (R@k needs k <= topk)")
-    p.add_argument("--num_patches", type=int, default=None,
+    p.add_argument("--topk", type=positive_int, default=10, help="captions retrieved per query (R@k needs k <= topk)")
+    p.add_argument("--num_patches", type=positive_int, default=None,
                    help="window length in segments: at least the checkpoint's max_len (the default)")
-    p.add_argument("--batch_size", type=int, default=16, help="videos per forward pass")
+    p.add_argument("--batch_size", type=positive_int, default=16, help="videos per forward pass")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--report_columns", type=int, default=3, help="consecutive segments per report row (Fig. 3: 3)")
-    p.add_argument("--figure_rows", type=int, default=6, help="rows (one per video) of the PNG figure")
+    p.add_argument("--report_columns", type=positive_int, default=3,
+                   help="consecutive segments per report row (Fig. 3: 3)")
+    p.add_argument("--figure_rows", type=positive_int, default=6, help="rows (one per video) of the PNG figure")
     p.add_argument("--reader", default="auto", help="video reader for thumbnails (auto, decord, pyav)")
     p.add_argument("--no_thumbnails", action="store_true", help="do not decode frames for the report")
     return p
@@ -102,6 +110,30 @@ def choose_window(n: int, max_len: int, seed: int, vid: str) -> int:
     return 0 if n <= max_len else int(_key_rng(seed, vid, 0).integers(0, n - max_len + 1))
 
 
+# --- thumbnails ----------------------------------------------------------------------------------
+def read_thumbnails(source: str, times: np.ndarray, reader="auto", width: int = THUMB_WIDTH) -> list | None:
+    """uint8 ``[h, width, 3]`` frames at ``times`` (seconds) of the video file ``source``, or None when
+    it is not a readable local file (synthetic corpora, moved videos)."""
+    from preprocessing.readers import DecodeError, get_reader
+    from preprocessing.windows import frame_indices
+
+    if not source or not Path(source).is_file():
+        return None
+    try:
+        with get_reader(reader).open(source) as video:
+            idx = frame_indices(video.timestamps, np.asarray(times, dtype=np.float64))
+            wanted = np.unique(idx)
+            frames = dict(zip(wanted.tolist(), video.frames(wanted)))
+    except DecodeError:
+        return None
+    out = []
+    for i in idx.tolist():
+        img = Image.fromarray(frames[i])
+        h = max(1, round(img.height * width / img.width))
+        out.append(np.asarray(img.resize((width, h), Image.Resampling.BILINEAR)))
+    return out
+
+
 # --- reconstruction ------------------------------------------------------------------------------
 @torch.no_grad()
 def reconstruct(model, store, vids, starts, stops, args) -> dict:
@@ -109,7 +141,8 @@ def reconstruct(model, store, vids, starts, stops, args) -> dict:
     ``[P, D]``, ``recon[name]`` ``[P, D]`` per reconstruction, ``masked`` ``[P]``, ``video`` /
     ``segment`` ``[P]`` (index into ``vids`` / absolute segment index)."""
     out = {"x": [], "masked": [], "video": [], "segment": [], **{m: [] for m in METHODS[1:]}}
-    for b in tqdm(range(0, len(vids), args.batch_size), desc="reconstructing", unit="batch", leave=False):
+    for b in tqdm(range(0, len(vids), args.batch_size), desc="reconstructing", unit="batch", leave=False,
+                  disable=None):
         idx = range(b, min(b + args.batch_size, len(vids)))
         lengths = torch.tensor([stops[i] - starts[i] for i in idx])
         L = int(lengths.max())
@@ -167,7 +200,7 @@ def build_views(store, db, vids, starts, stops, rec, rets, targets, args) -> lis
     views = []
     # reconstruct() flattens the windows video after video, so video i owns a contiguous range.
     offsets = np.cumsum([0] + [stop - start for start, stop in zip(starts, stops)])
-    for i, vid in enumerate(tqdm(vids, desc="report", unit="video", leave=False)):
+    for i, vid in enumerate(tqdm(vids, desc="report", unit="video", leave=False, disable=None)):
         times = store.times(vid)[starts[i]:stops[i]]
         thumbs = None if args.no_thumbnails else read_thumbnails(store.source(vid), times.mean(1), args.reader)
         segs = []
@@ -189,13 +222,12 @@ def build_views(store, db, vids, starts, stops, rec, rets, targets, args) -> lis
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     if args.topk < max(KS):
         parser.error(f"--topk {args.topk} < {max(KS)}: R@{max(KS)} needs at least {max(KS)} retrieved captions")
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     store = EmbeddingStore(args.data_path)
     store_name = ", ".join(map(str, store.roots))
@@ -243,6 +275,7 @@ def main(argv=None):
                "gallery_size": len(db.texts), "num_masked": int(sel.sum()), "num_scored": num_scored,
                "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
                "videos": videos}
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     t = targets[sel]
@@ -274,4 +307,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(main, sys.argv[1:]))

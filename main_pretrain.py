@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from datasets.store import EmbeddingStore, StoreError
 from engine_pretrain import LOSS_NORMS, NonFiniteLossError, evaluate, train_one_epoch
 from util.checkpoint import (FORMAT_VERSION, LEGACY_PROFILE, CheckpointError, check_model_config, get_rng_state,
                              load_checkpoint, save_checkpoint, set_rng_state)
+from util.cli import (ArgumentParser, UserError, fraction, nonneg_float, nonneg_int, open_fraction, output_dir,
+                      positive_float, positive_int, run_cli)
+from util.io import nothing_left_on_error
 from util.logging import JsonLog, git_revision, jsonable, tensorboard_writer, write_run_config
 
 LAST = "checkpoint-last.pth"
@@ -46,22 +50,8 @@ LAST = "checkpoint-last.pth"
 RUN_DEFAULTS = {"loss_norm": ("epoch", "step"), "short_videos": ("drop", "drop")}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Flags that contradict each other or the data; the message names the flag."""
-
-
-def mask_ratio_type(value: str) -> float:
-    ratio = float(value)
-    if not 0.0 < ratio < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return ratio
-
-
-def positive_int(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return n
 
 
 def get_args_parser():
@@ -71,12 +61,13 @@ def get_args_parser():
                    help="embedding store directories, or a .txt file listing them (all with the same encoder and dim)")
     g.add_argument("--val_data_path", nargs="+", default=None,
                    help="held-out stores for validation (default: hold out --val_fraction of the --data_path videos)")
-    g.add_argument("--val_fraction", type=float, default=0.05,
+    g.add_argument("--val_fraction", type=fraction, default=0.05,
                    help="fraction of videos held out for validation when --val_data_path is not given (0 = none)")
     g.add_argument("--dataset", default="pretrain",
                    help="name of the run (the authors' flag, e.g. 'combined'); recorded in config.json and log.txt")
-    g.add_argument("--duration_min", type=float, default=10.0, help="shortest random window, in seconds (Sec. 3.3)")
-    g.add_argument("--duration_max", type=float, default=1280.0,
+    g.add_argument("--duration_min", type=positive_float, default=10.0,
+                   help="shortest random window, in seconds (Sec. 3.3)")
+    g.add_argument("--duration_max", type=positive_float, default=1280.0,
                    help="longest random window, in seconds (256 tokens x 5 s); windows are also capped at --num_patches")
     g.add_argument("--no_group_by_length", dest="group_by_length", action="store_false",
                    help="do not group windows of similar length into batches (with --loss_norm epoch grouping "
@@ -85,29 +76,30 @@ def get_args_parser():
                    help="drop (default): skip videos of fewer than 2 segments; authors: the authors' CombinedData "
                         "rule (skip videos with n x (1 - mask_ratio) < 1 segments, tile the window of videos of "
                         "fewer than 5 segments 3 times); on resume the default is the checkpoint's")
-    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes (0 = load in the main process)")
+    g.add_argument("--num_workers", type=nonneg_int, default=2,
+                   help="DataLoader worker processes (0 = load in the main process)")
 
     g = p.add_argument_group("model (explicit flags override the --model preset)")
     g.add_argument("--model", default="lvmae_d32", choices=sorted(models_lvmae.PRESETS),
                    help="architecture preset; lvmae_d32 is the authors' README model, lvmae_tiny runs on a CPU")
-    g.add_argument("--input_size", type=int, default=None,
+    g.add_argument("--input_size", type=positive_int, default=None,
                    help="segment embedding dim (the authors' name for input_dim); default and required: the store's dim")
     g.add_argument("--num_patches", type=positive_int, default=256,
                    help="max segments per sequence (the authors' name for max_len; Table 5: 256 tokens)")
-    g.add_argument("--embed_dim", type=int, default=None, help="encoder width")
-    g.add_argument("--depth", type=int, default=None, help="encoder blocks")
-    g.add_argument("--num_heads", type=int, default=None, help="encoder attention heads")
-    g.add_argument("--decoder_embed_dim", type=int, default=None, help="decoder width")
-    g.add_argument("--decoder_depth", type=int, default=None, help="decoder blocks")
-    g.add_argument("--decoder_num_heads", type=int, default=None, help="decoder attention heads")
-    g.add_argument("--mlp_ratio", type=float, default=None, help="MLP hidden width / width")
+    g.add_argument("--embed_dim", type=positive_int, default=None, help="encoder width")
+    g.add_argument("--depth", type=positive_int, default=None, help="encoder blocks")
+    g.add_argument("--num_heads", type=positive_int, default=None, help="encoder attention heads")
+    g.add_argument("--decoder_embed_dim", type=positive_int, default=None, help="decoder width")
+    g.add_argument("--decoder_depth", type=positive_int, default=None, help="decoder blocks")
+    g.add_argument("--decoder_num_heads", type=positive_int, default=None, help="decoder attention heads")
+    g.add_argument("--mlp_ratio", type=positive_float, default=None, help="MLP hidden width / width")
     g.add_argument("--input_scale", choices=models_lvmae.INPUT_SCALES, default=None,
                    help="none: unit-norm embeddings added to the positions as they are (the paper's Eq. 1, the "
                         "authors' code); sqrt_dim: multiplied by sqrt(input dim) first, reconstructions divided by "
                         f"it. Default: {models_lvmae.DEFAULT_INPUT_SCALE}, or the checkpoint's on resume")
 
     g = p.add_argument_group("masking and loss")
-    g.add_argument("--mask_ratio", type=mask_ratio_type, default=0.5, help="fraction of segments masked, in (0, 1)")
+    g.add_argument("--mask_ratio", type=open_fraction, default=0.5, help="fraction of segments masked, in (0, 1)")
     g.add_argument("--masking", choices=models_lvmae.MASKINGS, default=None,
                    help="random (default); semantic: mask the segments least similar to their predecessor (the "
                         "paper's text); semantic_inverse: mask the most redundant ones (what the authors' code does)")
@@ -127,20 +119,22 @@ def get_args_parser():
                    help="windows per process per iteration; effective batch = batch_size x accum_iter x world size")
     g.add_argument("--accum_iter", type=positive_int, default=1, help="micro-batches accumulated per optimizer step")
     g.add_argument("--epochs", type=positive_int, default=150, help="training epochs")
-    g.add_argument("--warmup_epochs", type=float, default=40, help="linear lr warmup, in epochs")
-    g.add_argument("--blr", type=float, default=1.5e-4, help="base lr: lr = blr x effective batch / 256")
-    g.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
-    g.add_argument("--min_lr", type=float, default=0.0, help="lr at the end of the cosine decay")
-    g.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay (not on biases, norms, tokens)")
+    g.add_argument("--warmup_epochs", type=nonneg_float, default=40, help="linear lr warmup, in epochs")
+    g.add_argument("--blr", type=positive_float, default=1.5e-4, help="base lr: lr = blr x effective batch / 256")
+    g.add_argument("--lr", type=positive_float, default=None, help="absolute lr (overrides --blr)")
+    g.add_argument("--min_lr", type=nonneg_float, default=0.0, help="lr at the end of the cosine decay")
+    g.add_argument("--weight_decay", type=nonneg_float, default=0.05,
+                   help="AdamW weight decay (not on biases, norms, tokens)")
     g.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
                    help="autocast: auto = bf16 on CUDA, none on CPU; fp16 adds a GradScaler")
     g.add_argument("--seed", type=int, default=0, help="seeds the model init, windows, masks, sampler and split")
 
     g = p.add_argument_group("run")
-    g.add_argument("--output_dir", default=None, help="where everything is written (default ./output_dir/<dataset>)")
+    g.add_argument("--output_dir", default=None, type=output_dir,
+                   help="where everything is written (default ./output_dir/<dataset>)")
     g.add_argument("--resume", default="auto",
                    help="auto = continue from <output_dir>/checkpoint-last.pth if present; a path; or none = start over")
-    g.add_argument("--keep_every", type=int, default=50,
+    g.add_argument("--keep_every", type=nonneg_int, default=50,
                    help="also keep checkpoint-<epoch>.pth every this many epochs (0 = only checkpoint-last.pth)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -171,13 +165,17 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
+def run_dir(args) -> Path:
+    return Path(args.output_dir or Path("output_dir") / args.dataset)
+
+
 def resolve_args(args, info: dist_util.DistInfo, resumed: dict | None = None) -> int:
     """Replace ``auto`` / alias / unset values by what this run uses (recorded in config.json);
     ``resumed`` is the checkpoint the run continues, whose values unset run flags take. Returns
     the effective batch size."""
     args.masking = resolve_masking(args)
     args.amp = resolve_amp(args.amp, info.device)
-    args.output_dir = str(args.output_dir or Path("output_dir") / args.dataset)
+    args.output_dir = str(run_dir(args))
     for flag, (default, legacy) in RUN_DEFAULTS.items():
         if getattr(args, flag) is None:
             setattr(args, flag, (resumed.get("args") or {}).get(flag, legacy) if resumed is not None else default)
@@ -359,11 +357,14 @@ def train(args) -> dict:
         row = {"epoch": epoch, "dataset": args.dataset, **train_stats, **val_stats}
         history.append(row)
         if info.is_main:
+            # checkpoint-last.pth last: it is the commit point of the epoch. Killed before its
+            # rename, a rerun redoes the epoch (rewriting the kept checkpoint and, after
+            # JsonLog dropped it, the log line); after it, the epoch's files are all there.
             ckpt = checkpoint_dict(model, optimizer, scaler, epoch, args, store)
-            save_checkpoint(ckpt, output_dir / LAST)
             if args.keep_every > 0 and ((epoch + 1) % args.keep_every == 0 or epoch + 1 == args.epochs):
                 save_checkpoint(ckpt, output_dir / f"checkpoint-{epoch}.pth")
-            log.write(row)  # after the checkpoint: log.txt never describes an unsaved epoch
+            log.write(row)
+            save_checkpoint(ckpt, output_dir / LAST)
             for k in ("val_loss", "val_mse_lvmae", "val_mse_nearest_visible", "val_mse_mean_visible"):
                 if k in val_stats:
                     log_writer.add_scalar(k, val_stats[k], (epoch + 1) * 1000)
@@ -391,13 +392,16 @@ def train(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser("LV-MAE pretraining", parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return train(parser.parse_args(argv))
+    parser = ArgumentParser("LV-MAE pretraining", parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = parser.parse_args(argv)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return train(args)
+    # A run refused before its first checkpoint (a NaN vector, a bad flag found late) leaves
+    # nothing behind: no config.json, log or TensorBoard file without a checkpoint.
+    with nothing_left_on_error(run_dir(args), unless="checkpoint-*.pth"):
+        return train(args)
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (StoreError, CheckpointError, ConfigError, NonFiniteLossError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_cli(main, sys.argv[1:]))

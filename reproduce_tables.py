@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.store import atomic_write_text
+from util.cli import ArgumentParser, output_file, run_cli
+from util.io import atomic_write_text
+from util.probe_results import ResultsError, read_csv
 
 LVU_CLS = ["director", "genre", "writer", "year", "scene", "way_speaking", "relationship"]
 LVU_REG = ["like_ratio", "view_count"]
@@ -110,7 +112,7 @@ T8_SOURCE = {"InternVideo2 ap semantic": "T1 row, avg from T3", "LanguageBind ap
 def get_args_parser():
     p = argparse.ArgumentParser("Paper tables from probe results", add_help=False)
     p.add_argument("results", nargs="+", help="results.csv files, or folders holding one")
-    p.add_argument("--out", default=None, help="also write the Markdown to this file")
+    p.add_argument("--out", default=None, type=output_file, help="also write the Markdown to this file")
     p.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES, help="which tables to render")
     return p
 
@@ -121,12 +123,12 @@ def load_results(paths) -> pd.DataFrame:
     for p in map(Path, paths):
         f = p / "results.csv" if p.is_dir() else p
         if not f.is_file():
-            raise FileNotFoundError(f"no results file at {f} (give results.csv or the --output_dir of a probe)")
-        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+            raise ResultsError(f"no results file at {f} (give results.csv or the --output_dir of a probe)")
+        df = read_csv(f, dtype=str, keep_default_na=False)
         missing = [c for c in ["run_id", "dataset", "task", "probe", "backbone", "seed", "metric", "value", "time"]
                    + VARIANT if c not in df.columns]
         if missing:
-            raise ValueError(f"{f} is not a probe results file: it lacks the columns {missing}")
+            raise ResultsError(f"{f} is not a probe results file: it lacks the columns {missing}")
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
@@ -345,8 +347,8 @@ def render(df: pd.DataFrame, tables=TABLES) -> str:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     text = render(load_results(args.results), args.tables)
     print(text)
@@ -356,7 +358,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_cli(main, sys.argv[1:]))

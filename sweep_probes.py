@@ -24,7 +24,9 @@ from pathlib import Path
 import engine_probe
 import reproduce_tables
 from datasets.benchmarks import tasks_of
-from datasets.store import atomic_write_text
+from datasets.labelled import AnnotationError
+from util.cli import ArgumentParser, output_dir, positive_int, run_cli
+from util.io import atomic_write_text
 
 BENCHMARKS = ("lvu", "coin", "breakfast", "synthetic")
 TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": ["2", "3", "4"],
@@ -34,8 +36,9 @@ TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": 
 def get_args_parser():
     p = argparse.ArgumentParser("Probe sweep over benchmarks, probes, backbones and seeds", add_help=False)
     p.add_argument("--checkpoint", required=True, help="pretrained LV-MAE checkpoint")
-    p.add_argument("--output_dir", required=True, help="results.csv, runs/, cache/ and tables.md go here")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..k-1 per run")
+    p.add_argument("--output_dir", required=True, type=output_dir,
+                   help="results.csv, runs/, cache/ and tables.md go here")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..k-1 per run")
     for name in BENCHMARKS:
         p.add_argument(f"--{name}", nargs="+", default=None, metavar="STORE",
                        help=f"embedding store(s) of {name} (skip the benchmark if not given)")
@@ -51,14 +54,19 @@ def get_args_parser():
 
 def plan(args) -> list[tuple[str, str, str, str]]:
     """(dataset, task, probe, backbone) of every run, benchmarks in the order of BENCHMARKS."""
-    runs = []
+    runs, known = [], []
     for name in BENCHMARKS:
         if getattr(args, name) is None:
             continue
         for task in tasks_of(name, getattr(args, f"{name}_annotations")):
+            known.append(task)
             if args.tasks and task not in args.tasks:
                 continue
             runs += [(name, task, probe, backbone) for backbone in args.backbones for probe in args.probes]
+    unknown = [t for t in args.tasks or () if t not in known]
+    if known and unknown:
+        raise AnnotationError(f"--tasks {' '.join(unknown)}: unknown task{'s' if len(unknown) > 1 else ''} of the "
+                              f"benchmarks given; they have: {' '.join(dict.fromkeys(known))}")
     return runs
 
 
@@ -75,8 +83,8 @@ def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args, extra = parser.parse_known_args(argv)
     runs = plan(args)
     if not runs:
@@ -104,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -32,12 +32,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from datasets.store import EmbeddingStore, atomic_write_bytes, atomic_write_text
+from datasets.store import EmbeddingStore
+from util.cli import ArgumentParser, UserError, output_dir, positive_int, run_cli
+from util.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "lvmae-captions/1"
 
 
-class CaptionError(ValueError):
+class CaptionError(UserError, ValueError):
     """A caption table or database that cannot be used as asked; the message names the file."""
 
 
@@ -166,7 +168,7 @@ def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dic
     if len(todo) < len(chunks):
         print(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} chunks already embedded in {parts}")
     bar = tqdm(total=sum(min(chunk_size, len(texts) - c) for c in todo), desc="embedding captions",
-               unit="caption", disable=not progress)
+               unit="caption", disable=None if progress else True)
     for c in todo:
         chunk = texts[c:c + chunk_size]
         vecs = []
@@ -218,18 +220,23 @@ class CaptionDB:
             hint = " (the build did not finish: rerun it to resume)" if (self.root / "parts").is_dir() else ""
             raise CaptionError(f"{meta_path} is missing: {self.root} is not a caption database{hint}; "
                                "build one with `python -m datasets.captions`")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise CaptionError(f"{meta_path}: format {self.meta.get('format')!r} is not {FORMAT!r}")
-        self.embeddings = np.load(self.root / "embeddings.npy", allow_pickle=False)
-        captions = pd.read_csv(self.root / "captions.csv", dtype={"caption": str}, keep_default_na=False,
-                               na_values=[])
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            self.embeddings = np.load(self.root / "embeddings.npy", allow_pickle=False)
+            captions = pd.read_csv(self.root / "captions.csv", dtype={"caption": str}, keep_default_na=False,
+                                   na_values=[])
+            segments = pd.read_csv(self.root / "segments.csv", dtype={"video_id": str}, keep_default_na=False,
+                                   na_values=[])
+        except (OSError, ValueError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise CaptionError(f"caption database {self.root} cannot be read ({' '.join(str(e).split())[:200]}); "
+                               "rebuild it with `python -m datasets.captions`") from None
+        fmt = self.meta.get("format") if isinstance(self.meta, dict) else None
+        if fmt != FORMAT:
+            raise CaptionError(f"{meta_path}: format {fmt!r} is not {FORMAT!r}")
         self.texts: list[str] = captions.sort_values("caption_id")["caption"].tolist()
         if self.embeddings.shape != (len(self.texts), self.meta["dim"]):
             raise CaptionError(f"{self.root}: embeddings.npy is {self.embeddings.shape}, expected "
                                f"[{len(self.texts)}, {self.meta['dim']}]; rebuild the database")
-        segments = pd.read_csv(self.root / "segments.csv", dtype={"video_id": str}, keep_default_na=False,
-                               na_values=[])
         self._segments = {vid: (g["segment"].to_numpy(np.int64), g["caption_id"].to_numpy(np.int64))
                           for vid, g in segments.groupby("video_id", sort=False)}
 
@@ -261,13 +268,13 @@ def get_args_parser():
                    help="CSV with video_id, caption and either segment or start,end (seconds)")
     p.add_argument("--data_path", nargs="+", required=True,
                    help="the embedding store(s) the captions describe (encoder, dim and segment times)")
-    p.add_argument("--output_dir", required=True, help="directory of the caption database")
+    p.add_argument("--output_dir", required=True, type=output_dir, help="directory of the caption database")
     p.add_argument("--encoder", required=True,
                    help="text tower backend (a preprocessing encoder name: languagebind, clip, internvideo2)")
     p.add_argument("--checkpoint", required=True,
                    help="local directory of that encoder (the one given to preprocessing.extract)")
-    p.add_argument("--batch_size", type=int, default=256, help="captions per text-tower forward pass")
-    p.add_argument("--chunk_size", type=int, default=4096,
+    p.add_argument("--batch_size", type=positive_int, default=256, help="captions per text-tower forward pass")
+    p.add_argument("--chunk_size", type=positive_int, default=4096,
                    help="captions per committed chunk (the unit a rerun resumes from)")
     p.add_argument("--device", default="cpu", help="device of the text tower")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
@@ -275,8 +282,8 @@ def get_args_parser():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     store = EmbeddingStore(args.data_path)
     store_name = ", ".join(map(str, store.roots))
@@ -299,4 +306,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from util.cli import UserError
 from util.long_video import VideoFeatures
 
 SPLITS = ("train", "val", "test")
 TASK_TYPES = ("classification", "regression")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """Annotations that cannot be used as asked; the message names the file (and line)."""
 
 

@@ -28,6 +28,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from util.cli import UserError
+from util.io import atomic_write_bytes, atomic_write_text, remove_orphans
+
 FORMAT = "lvmae-store/1"
 INDEX_COLUMNS = ["video_id", "shard", "offset", "num_segments", "duration_s", "source"]
 FAILURE_COLUMNS = ["video_id", "source", "reason"]
@@ -43,7 +46,7 @@ _CSV_READ = dict(dtype={"video_id": str, "shard": str, "source": str, "reason": 
                  keep_default_na=False, na_values=[])
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A store that cannot be read or written as asked; the message names the file."""
 
 
@@ -73,8 +76,10 @@ def read_manifest(root: str | Path) -> dict:
                          "(write one with `python -m preprocessing.extract` or `python -m datasets.synthetic`)")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{path} is not a store manifest (a JSON object), it holds a {type(manifest).__name__}")
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
         raise StoreError(f"{path} lacks the keys {missing}")
@@ -86,20 +91,6 @@ def read_manifest(root: str | Path) -> dict:
 def with_defaults(manifest: dict) -> dict:
     """``manifest`` with every optional key it lacks set to its default (``MANIFEST_DEFAULTS``)."""
     return {**MANIFEST_DEFAULTS, **manifest}
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through ``<path>.tmp-<pid>`` + fsync + rename, so ``path`` is whole or absent."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
 
 def expand_data_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -232,8 +223,19 @@ class EmbeddingStore:
             except (ValueError, OSError, EOFError) as e:
                 raise StoreError(f"shard {path} is corrupt or not an .npy array: {e}") from None
             tpath = path.with_name(path.name[:-4] + ".times.npy")
-            self._times[key] = np.load(tpath, mmap_mode="r", allow_pickle=False) if tpath.is_file() else None
+            self._times[key] = self._open_times(tpath, self._shards[key].shape[0]) if tpath.is_file() else None
         return self._shards[key]
+
+    @staticmethod
+    def _open_times(path: Path, rows: int) -> np.ndarray:
+        try:
+            times = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise StoreError(f"times shard {path} is corrupt or not an .npy array: {e}") from None
+        if times.shape != (rows, 2):
+            raise StoreError(f"times shard {path} has shape {times.shape}, its shard has {rows} rows: "
+                             f"expected [{rows}, 2]")
+        return times
 
     # -- reading ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -347,6 +349,11 @@ class StoreWriter:
         self.shard_rows = shard_rows
         self.manifest = make_manifest(**{k: v for k, v in manifest.items() if k != "format"})
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
+        # A commit of this writer cut short by a kill left temporary files; no other process
+        # writes under this writer id, so they are debris.
+        for directory, prefix in ((self.root / "shards", f"{writer_id}-"), (self.root, f"index-{writer_id}-"),
+                                  (self.root, f"failures-{writer_id}-")):
+            remove_orphans(directory, prefix)
         mpath = self.root / "manifest.json"
         ours = with_defaults(self.manifest)  # compared as read; written as given
         if mpath.exists():

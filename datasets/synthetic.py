@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -52,7 +53,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from datasets.store import StoreWriter, atomic_write_text, make_manifest
+from datasets.store import StoreWriter, make_manifest
+from util.cli import ArgumentParser, nonneg_float, nonneg_int, output_dir, positive_float, positive_int, run_cli
+from util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DURATIONS = REPO / "data" / "lvu_1.0" / "lvu_durations.csv"
@@ -82,18 +85,22 @@ SCENE_CAPTIONS = [
 
 def get_args_parser():
     p = argparse.ArgumentParser("Synthetic long-video embedding corpus", add_help=False)
-    p.add_argument("--out", required=True, help="output directory (must not exist or be empty, unless --overwrite)")
-    p.add_argument("--num_videos", type=int, default=2000, help="labelled benchmark videos (LVU-like lengths)")
-    p.add_argument("--num_pretrain", type=int, default=2000, help="unlabelled pretraining videos (LVU-like lengths)")
-    p.add_argument("--num_movies", type=int, default=40, help="long unlabelled 'movies' (20 min - 2 h) for pretraining")
-    p.add_argument("--dim", type=int, default=256, help="embedding dim D (ignored with --prototypes)")
-    p.add_argument("--num_scenes", type=int, default=32, help="scene prototypes K (ignored with --prototypes)")
-    p.add_argument("--num_grammars", type=int, default=4, help="classes of the 'grammar' task")
-    p.add_argument("--num_styles", type=int, default=4, help="classes of the 'style' task")
-    p.add_argument("--noise", type=float, default=0.25, help="per-segment noise norm, as a fraction of d_min")
-    p.add_argument("--drift", type=float, default=0.15, help="slow drift norm, as a fraction of d_min")
-    p.add_argument("--style", type=float, default=0.25, help="style offset norm, as a fraction of d_min")
-    p.add_argument("--segment_seconds", type=float, default=5.0, help="seconds per segment (recorded in the manifest)")
+    p.add_argument("--out", required=True, type=output_dir,
+                   help="output directory (must not exist or be empty, unless --overwrite)")
+    p.add_argument("--num_videos", type=positive_int, default=2000, help="labelled benchmark videos (LVU-like lengths)")
+    p.add_argument("--num_pretrain", type=nonneg_int, default=2000,
+                   help="unlabelled pretraining videos (LVU-like lengths)")
+    p.add_argument("--num_movies", type=nonneg_int, default=40,
+                   help="long unlabelled 'movies' (20 min - 2 h) for pretraining")
+    p.add_argument("--dim", type=positive_int, default=256, help="embedding dim D (ignored with --prototypes)")
+    p.add_argument("--num_scenes", type=positive_int, default=32, help="scene prototypes K (ignored with --prototypes)")
+    p.add_argument("--num_grammars", type=positive_int, default=4, help="classes of the 'grammar' task")
+    p.add_argument("--num_styles", type=positive_int, default=4, help="classes of the 'style' task")
+    p.add_argument("--noise", type=nonneg_float, default=0.25, help="per-segment noise norm, as a fraction of d_min")
+    p.add_argument("--drift", type=nonneg_float, default=0.15, help="slow drift norm, as a fraction of d_min")
+    p.add_argument("--style", type=nonneg_float, default=0.25, help="style offset norm, as a fraction of d_min")
+    p.add_argument("--segment_seconds", type=positive_float, default=5.0,
+                   help="seconds per segment (recorded in the manifest)")
     p.add_argument("--durations", default=str(DEFAULT_DURATIONS),
                    help="CSV with a 'duration' column (seconds) to draw video lengths from")
     p.add_argument("--prototypes", default=None,
@@ -214,6 +221,9 @@ def build(args) -> dict:
     if min_distance(protos / np.linalg.norm(protos, axis=1, keepdims=True)) < 1e-6:
         raise SystemExit("two scene prototypes coincide; the scenes would be indistinguishable")
     K, D = protos.shape
+    if K < 3 or math.factorial(K - 1) // 2 < args.num_grammars - args.num_grammars // 2:
+        raise SystemExit(f"{K} scenes (--num_scenes) make {math.factorial(K - 1) // 2 if K >= 3 else 0} pairs of "
+                         f"scene cycles, fewer than --num_grammars {args.num_grammars} needs")
     grammars = random_cycles(rng, args.num_grammars, K)
     gen = Generator(protos, grammars, args.num_styles, args.noise, args.drift, args.style, rng)
 
@@ -240,7 +250,8 @@ def build(args) -> dict:
     writers = {"benchmark": StoreWriter(out / "benchmark", "synthetic", manifest),
                "pretrain": StoreWriter(out / "pretrain", "synthetic", manifest)}
     caption_rows = []
-    for r in tqdm(latents.itertuples(index=False), total=len(latents), desc="synthetic videos", unit="video"):
+    for r in tqdm(latents.itertuples(index=False), total=len(latents), desc="synthetic videos", unit="video",
+                  disable=None):
         x, scenes = gen.video(rng, r.num_segments, r.grammar, r.style, r.pace)
         writer = writers["benchmark" if r.kind == "benchmark" else "pretrain"]
         writer.add(r.video_id, x, r.duration_s, source=f"synthetic://{r.kind}/{r.video_id}")
@@ -288,8 +299,8 @@ def build(args) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     summary = build(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}))
@@ -297,4 +308,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from preprocessing.encoders import BACKENDS
 from preprocessing.profiles import DEFAULT_PROFILE, PROFILES
 from preprocessing.readers import READERS, VIDEO_EXTENSIONS
 from preprocessing.video_list import ID_LAYOUTS
+from util.cli import ArgumentParser, nonneg_float, output_dir, positive_float, positive_int, run_cli
+from util.io import nothing_left_on_error
 
 # Manifest keys that must not change between runs writing one store (beyond what StoreWriter
 # checks); a key the existing store lacks is not compared.
@@ -47,7 +50,8 @@ def get_args_parser():
     p = argparse.ArgumentParser("LV-MAE segment embedding extraction", add_help=False)
     p.add_argument("inputs", nargs="+",
                    help="video directories (scanned recursively), CSV lists with columns video_id,path, or video files")
-    p.add_argument("--out", required=True, help="embedding store directory (created; a rerun resumes it)")
+    p.add_argument("--out", required=True, type=output_dir,
+                   help="embedding store directory (created; a rerun resumes it)")
     p.add_argument("--encoder", required=True, choices=list(BACKENDS), help="short-video encoder backend")
     p.add_argument("--checkpoint", required=True, help="local directory of the encoder's weights, config and tokenizer")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
@@ -58,19 +62,19 @@ def get_args_parser():
                    help="video_id of a scanned file: path (relative path without extension), name (file stem, "
                         "e.g. COIN's <class>/<youtube id>.mp4), breakfast (P03/cam01/P03_cereals.avi -> "
                         "P03-cam01-P03_cereals, the split files' ids)")
-    p.add_argument("--segment_seconds", type=float, default=5.0, help="window length in seconds (paper: 5)")
-    p.add_argument("--stride_seconds", type=float, default=None,
+    p.add_argument("--segment_seconds", type=positive_float, default=5.0, help="window length in seconds (paper: 5)")
+    p.add_argument("--stride_seconds", type=positive_float, default=None,
                    help="seconds between window starts (default: --segment_seconds, no overlap; smaller overlaps, App. 9)")
-    p.add_argument("--min_last_seconds", type=float, default=None,
+    p.add_argument("--min_last_seconds", type=nonneg_float, default=None,
                    help="keep the last, partial window if it lasts at least this long (default: half a segment; "
                         "--profile authors: every tail)")
-    p.add_argument("--frames_per_segment", type=int, default=None,
+    p.add_argument("--frames_per_segment", type=positive_int, default=None,
                    help="frames T sampled per window (default: the model's own; clip: 8)")
     p.add_argument("--reader", default="auto",
                    help=f"video reader: {', '.join(READERS)} (auto = decord with a PyAV fallback per video, PyAV "
                         "where decord is not installed), or module:Class / file.py:Class")
-    p.add_argument("--batch_size", type=int, default=64, help="segments per encoder batch (mixing videos)")
-    p.add_argument("--num_workers", type=int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=64, help="segments per encoder batch (mixing videos)")
+    p.add_argument("--num_workers", type=positive_int, default=None,
                    help="decode worker processes per rank (default: CPUs per rank - 1, between 1 and 8)")
     p.add_argument("--device", default=None,
                    help="encoder device (default: cuda:LOCAL_RANK if CUDA is available, else cpu)")
@@ -79,14 +83,15 @@ def get_args_parser():
     p.add_argument("--store_dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")
     p.add_argument("--shard", default="0/1", help="i/n: process only part i of n of the video list (job arrays)")
     p.add_argument("--retry_failed", action="store_true", help="retry videos recorded in failures-*.csv")
-    p.add_argument("--commit_interval", type=float, default=300.0,
+    p.add_argument("--commit_interval", type=nonneg_float, default=300.0,
                    help="seconds between commits: a killed run loses at most this much finished work")
-    p.add_argument("--shard_rows", type=int, default=65536, help="segments per shard file (a commit is made when reached)")
-    p.add_argument("--decode_timeout", type=float, default=600.0,
+    p.add_argument("--shard_rows", type=positive_int, default=65536,
+                   help="segments per shard file (a commit is made when reached)")
+    p.add_argument("--decode_timeout", type=positive_float, default=600.0,
                    help="seconds without progress after which a decoder is killed and its video recorded as failed")
     p.add_argument("--extensions", default=",".join(e[1:] for e in VIDEO_EXTENSIONS),
                    help="comma-separated extensions scanned in input directories")
-    p.add_argument("--limit", type=int, default=None, help="process at most this many of the remaining videos")
+    p.add_argument("--limit", type=positive_int, default=None, help="process at most this many of the remaining videos")
     p.add_argument("--no_progress", action="store_true", help="no progress bar (logs only)")
     return p
 
@@ -129,7 +134,7 @@ def run(args) -> dict:
 
     rank, world, local_rank = dist_env()
     profile = get_profile(args.profile)
-    stride = args.stride_seconds or args.segment_seconds
+    stride = args.segment_seconds if args.stride_seconds is None else args.stride_seconds
     default_min_last = args.segment_seconds * profile.min_last_fraction
     min_last = default_min_last if args.min_last_seconds is None else args.min_last_seconds
     if profile.fixed and (min_last != default_min_last or args.dtype not in ("auto", profile.dtype)):
@@ -169,7 +174,7 @@ def run(args) -> dict:
     if args.limit is not None:
         todo = todo.iloc[:args.limit]
     cpus = (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    workers = args.num_workers or max(1, min(8, cpus - 1))
+    workers = max(1, min(8, cpus - 1)) if args.num_workers is None else args.num_workers
     print(f"[rank {rank}/{world}, shard {shard[0]}/{shard[1]}] {encoder.name} ({encoder.dim}-d, "
           f"T={encoder.frames_per_segment}, {encoder.frame_size}px, profile {profile.name}: "
           f"{encoder.transform.name} transform) on {device} {str(encoder.dtype)[6:]}; "
@@ -203,10 +208,15 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return run(parser.parse_args(argv))
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = parser.parse_args(argv)
+    if dist_env()[1] > 1 or args.shard != "0/1":
+        return run(args)  # other writers share --out: what is new there is not all ours
+    # A run refused before its first commit leaves no store skeleton (manifest, shards/) behind.
+    with nothing_left_on_error(args.out, unless="index-*.csv"):
+        return run(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -36,6 +36,7 @@ import argparse
 import ast
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 
 from datasets.store import StoreError, StoreWriter, committed_ids, make_manifest
+from util.cli import ArgumentParser, UserError, output_dir, output_file, positive_float, positive_int, run_cli
 
 CACHE_FILE = "langbind_output.pt"
 CSV_COLUMNS = ("segment_idx", "video_filename", "segment_paths", "number_of_segments", "label", "label_name")
@@ -56,7 +58,7 @@ AUTHORS_PROFILE = "authors"
 INPUT_PROJ = re.compile(r"^(patch_embed\.proj|patch_embed|input_proj)\.(weight|bias)$")
 
 
-class ReferenceFormatError(ValueError):
+class ReferenceFormatError(UserError, ValueError):
     """Input in the authors' formats that cannot be imported; the message names the file."""
 
 
@@ -254,6 +256,10 @@ def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
                                    f"{first}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ReferenceFormatError(f"{path} is not a pretraining checkpoint (no 'model' state dict)")
+    if "model_config" in ckpt:
+        raise ReferenceFormatError(f"{path} is already a checkpoint of this project (epoch {ckpt.get('epoch')}, "
+                                   f"model_config {ckpt['model_config']}): it needs no import; give it to --checkpoint "
+                                   "or --resume as it is")
     args = ckpt.get("args")
     args = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
     check_positions(ckpt["model"], path)
@@ -278,27 +284,28 @@ def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
 
 def get_args_parser():
     p = argparse.ArgumentParser("Import the authors' embedding caches and checkpoints", add_help=False)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     c = sub.add_parser("cache", help="langbind_output.pt embedding cache (+ CSVs) -> embedding store")
     c.add_argument("root", type=Path, help="cache root: <root>/<video_id>/<SSSSS>-<EEEEE>/langbind_output.pt")
-    c.add_argument("--out", required=True, type=Path, help="embedding store directory to write")
+    c.add_argument("--out", required=True, type=output_dir, help="embedding store directory to write")
     c.add_argument("--csv", nargs="*", default=[], help="the authors' segment CSVs (videos to import, labels)")
     c.add_argument("--labels_out", default=None, help="write video_id,label,label_name from the CSVs here")
     c.add_argument("--encoder", default=DEFAULT_ENCODER,
                    help="encoder name recorded in the manifest; must equal the name of stores it is mixed with")
-    c.add_argument("--segment_seconds", type=float, default=5.0, help="segment length the cache was made with")
-    c.add_argument("--frames_per_segment", type=int, default=8, help="frames per segment the cache was made with")
-    c.add_argument("--time_scale", type=float, default=1.0, help="seconds per unit of the files' start / end")
+    c.add_argument("--segment_seconds", type=positive_float, default=5.0, help="segment length the cache was made with")
+    c.add_argument("--frames_per_segment", type=positive_int, default=8,
+                   help="frames per segment the cache was made with")
+    c.add_argument("--time_scale", type=positive_float, default=1.0, help="seconds per unit of the files' start / end")
     k = sub.add_parser("checkpoint", help="the authors' pretraining checkpoint -> this project's format")
     k.add_argument("path", type=Path, help="checkpoint written by the authors' main_pretrain.py")
-    k.add_argument("--out", required=True, type=Path, help="converted checkpoint to write")
+    k.add_argument("--out", required=True, type=output_file, help="converted checkpoint to write")
     k.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder of the embeddings it was trained on")
     return p
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     try:
         if args.command == "cache":
@@ -315,4 +322,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

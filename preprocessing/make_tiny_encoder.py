@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from util.cli import ArgumentParser, output_dir, positive_int, run_cli
+
 CODE_FILE = "modeling_tiny_internvideo2.py"
 
 
@@ -133,10 +135,11 @@ def make_tiny_encoder(backend: str, out, dim: int = 32, image_size: int = 32, fr
 def get_args_parser():
     p = argparse.ArgumentParser("Write a tiny random encoder directory", add_help=False)
     p.add_argument("--backend", required=True, choices=BACKENDS, help="encoder backend to imitate")
-    p.add_argument("--out", required=True, help="directory to create (its name becomes the encoder name)")
-    p.add_argument("--dim", type=int, default=32, help="embedding (projection) dim and hidden width")
-    p.add_argument("--image_size", type=int, default=32, help="input frame size (S x S)")
-    p.add_argument("--frames", type=int, default=8, help="frames per segment (LanguageBind / InternVideo2)")
+    p.add_argument("--out", required=True, type=output_dir,
+                   help="directory to create (its name becomes the encoder name)")
+    p.add_argument("--dim", type=positive_int, default=32, help="embedding (projection) dim and hidden width")
+    p.add_argument("--image_size", type=positive_int, default=32, help="input frame size (S x S)")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames per segment (LanguageBind / InternVideo2)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     p.add_argument("--layout", default="vl", choices=LANGUAGEBIND_LAYOUTS,
                    help="LanguageBind checkpoint layout: vl (Conv2d patches, safetensors) or vl_new (Conv3d patches, "
@@ -146,8 +149,8 @@ def get_args_parser():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     try:
         out = make_tiny_encoder(args.backend, args.out, args.dim, args.image_size, args.frames, args.seed,
@@ -158,4 +161,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

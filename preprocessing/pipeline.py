@@ -94,7 +94,8 @@ class Extraction:
         chunk = max(1, min(self.batch_size, 16))
         with DecodePool(self.num_workers, self.reader, self.spec, chunk, self.decode_timeout,
                         self.decoder_threads) as pool, \
-                tqdm(total=len(videos), unit="video", disable=not self.progress, dynamic_ncols=True) as bar:
+                tqdm(total=len(videos), unit="video", disable=None if self.progress else True,
+                     dynamic_ncols=True) as bar:
             self._bar = bar
             exhausted = False
             while True:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets.store import EmbeddingStore, StoreError, atomic_write_text, check_compatible, expand_data_paths
+from datasets.store import EmbeddingStore, StoreError, check_compatible, expand_data_paths
+from util.cli import ArgumentParser, output_file, run_cli
+from util.io import atomic_write_text
 
 
 def describe(store: EmbeddingStore) -> tuple[dict, pd.DataFrame]:
@@ -80,23 +82,24 @@ def combine(paths, out: Path) -> dict:
 
 def get_args_parser():
     p = argparse.ArgumentParser("List / combine embedding stores", add_help=False)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     ls = sub.add_parser("list", help="validate stores and print their counts, dims, encoders, failures")
     ls.add_argument("stores", nargs="+", help="store directories or .txt list files")
     ls.add_argument("--failures", action="store_true", help="also print every failed video with its reason")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     cb = sub.add_parser("combine", help="check that stores can be mixed and write a --data_path list file")
     cb.add_argument("stores", nargs="+", help="store directories or .txt list files")
-    cb.add_argument("--out", required=True, type=Path, help="list file to write (.txt)")
+    cb.add_argument("--out", required=True, type=output_file, help="list file to write (.txt)")
     return p
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
     if args.command == "list":
         return list_stores(args.stores, args.failures, args.json)
+    args.out = Path(args.out)
     if args.out.suffix != ".txt":
         raise SystemExit(f"--out {args.out}: a store list file must end in .txt (that is how --data_path tells it "
                          "from a store directory)")
@@ -110,4 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

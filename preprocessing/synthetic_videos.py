@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import fractions
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from util.cli import ArgumentParser, nonneg_int, output_dir, positive_float, positive_int, run_cli
 
 LEVEL = 5          # gray step per index unit (survives yuv420p rounding and resizing)
 BASE = 50          # indices per step of the right half: up to 2500 distinct frames
@@ -120,27 +123,37 @@ def write_bad_files(out, size=(64, 48)) -> dict[str, Path]:
 def parse_size(text: str) -> tuple[int, int]:
     """``"1280x720"`` -> ``(1280, 720)``."""
     w, _, h = text.partition("x")
-    return int(w), int(h)
+    try:
+        size = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WxH, e.g. 320x240, got {text!r}") from None
+    if min(size) < 2 or size[0] % 2 or size[1] % 2:
+        raise argparse.ArgumentTypeError(f"must be even numbers >= 2 (yuv420p), got {text}")
+    return size
 
 
 def get_args_parser():
     p = argparse.ArgumentParser("Generate test videos", add_help=False)
-    p.add_argument("--out", required=True, help="directory to write the videos into")
-    p.add_argument("--seconds", type=float, nargs="+", default=[12.0, 31.0, 64.0],
+    p.add_argument("--out", required=True, type=output_dir, help="directory to write the videos into")
+    p.add_argument("--seconds", type=positive_float, nargs="+", default=[12.0, 31.0, 64.0],
                    help="length of each video (one video per value)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate")
+    p.add_argument("--fps", type=positive_float, default=25.0, help="frame rate")
     p.add_argument("--size", type=parse_size, default=(320, 240), help="frame size WxH (even numbers)")
-    p.add_argument("--crf", type=int, default=0, help="x264 quality (0 = lossless)")
-    p.add_argument("--gop", type=int, default=12, help="frames between key frames")
-    p.add_argument("--bframes", type=int, default=0, help="at most this many consecutive B-frames (0 = none)")
+    p.add_argument("--crf", type=nonneg_int, default=0, help="x264 quality (0 = lossless)")
+    p.add_argument("--gop", type=positive_int, default=12, help="frames between key frames")
+    p.add_argument("--bframes", type=nonneg_int, default=0, help="at most this many consecutive B-frames (0 = none)")
     p.add_argument("--preset", default="ultrafast", help="x264 speed preset (ultrafast ... veryslow)")
     p.add_argument("--bad", action="store_true", help=f"also write one bad file of each kind: {', '.join(BAD_KINDS)}")
     return p
 
 
 def main(argv=None):
-    args = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = parser.parse_args(argv)
+    for seconds in args.seconds:
+        if round(seconds * args.fps) < 1:
+            parser.error(f"--seconds {seconds} at --fps {args.fps} is not one frame long")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, seconds in enumerate(args.seconds):
@@ -152,4 +165,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from preprocessing.readers import VIDEO_EXTENSIONS
+from util.cli import UserError
 
 
 ID_LAYOUTS = ("path", "name", "breakfast")
 
 
-class VideoListError(ValueError):
+class VideoListError(UserError, ValueError):
     """A video list that cannot be used; the message names the file at fault."""
 
 

@@ -254,7 +254,7 @@ def test_bad_setups_fail_at_start_naming_the_flag(corpus, tmp_path, capsys):
         extract.main([videos, "--encoder", "clip", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
     with pytest.raises(SystemExit) as e:
         extract.main([videos, "--encoder", "videomae", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "s")])
-    assert e.value.code == 2 and "invalid choice: 'videomae'" in capsys.readouterr().err
+    assert e.value.code == 1 and "invalid choice: 'videomae'" in capsys.readouterr().err
     no_code = tmp_path / "iv2"
     shutil.copytree(corpus["models"]["internvideo2"], no_code)
     os.remove(no_code / "modeling_tiny_internvideo2.py")

@@ -226,9 +226,10 @@ def test_threads_are_set_only_when_asked_and_restored(corpus, tmp_path, monkeypa
     assert seen == [before, 1] and torch.get_num_threads() == before
 
 
-def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path):
+def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sys, "argv", ["test_ap.py", "--dataset", "lvu", "--task", "plot", "--backbone", "none",
                                       "--data_path", str(tmp_path), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as exit_info:
         engine_probe.cli("ap")
-    assert str(exit_info.value).startswith("error: unknown LVU --task 'plot'")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: unknown LVU --task 'plot'")

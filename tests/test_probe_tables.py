@@ -4,7 +4,7 @@ import pytest
 
 import reproduce_tables
 from reproduce_tables import LVU_CLS
-from util.probe_results import COLUMNS, write_row
+from util.probe_results import COLUMNS, ResultsError, write_row
 
 LB = "languagebind:LanguageBind_Video_FT"
 
@@ -72,7 +72,7 @@ def test_tables_from_a_small_results_file(results, tmp_path):
 
 
 def test_missing_results_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results file"):
+    with pytest.raises(ResultsError, match="no results file"):
         reproduce_tables.main([str(tmp_path)])
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a probe results file"):

@@ -81,6 +81,8 @@ KILL_SCRIPT = textwrap.dedent("""
     def replace(src, dst):
         if {when!r} == "before_index" and str(dst).endswith(".csv"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if {when!r} == "before_shard" and str(dst).endswith(".npy"):
+            os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
         if {when!r} == "after_shard" and str(dst).endswith(".npy"):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -91,7 +93,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("when", ["after_shard", "before_index"])
+@pytest.mark.parametrize("when", ["before_shard", "after_shard", "before_index"])
 def test_writer_killed_mid_commit_leaves_nothing(tmp_path, when):
     write(tmp_path, "ok", {"kept": vecs(2)})
     script = KILL_SCRIPT.format(repo=str(REPO), root=str(tmp_path), when=when)
@@ -102,6 +104,7 @@ def test_writer_killed_mid_commit_leaves_nothing(tmp_path, when):
     assert "doomed" not in committed_ids(tmp_path)  # so a rerun redoes it
     write(tmp_path, "killed", {"doomed": vecs(4)})  # the rerun's writer does not collide with debris
     assert sorted(EmbeddingStore(tmp_path).video_ids) == ["doomed", "kept"]
+    assert not list(tmp_path.rglob("*.tmp-*"))  # and removes the temporary files the kill left
 
 
 def test_two_writers_one_store_and_union_reader(tmp_path):

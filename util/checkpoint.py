@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import models_lvmae
+from util.cli import UserError
 
 # Not part of the compatibility check: positions are recomputed, so a longer max_len is fine.
 IGNORED_CONFIG_KEYS = ("max_len",)
@@ -47,7 +48,7 @@ def _upgrade_0_to_1(ckpt: dict) -> None:
 UPGRADES = {0: _upgrade_0_to_1}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not (a compatible) LV-MAE checkpoint; the message names the file."""
 
 
@@ -64,6 +65,12 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load with ``weights_only=True``; refuse anything that is not an LV-MAE checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        lacks = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; an exported model "
+                              f"directory holds config.json and model.safetensors, this one lacks {' and '.join(lacks)}"
+                              if lacks else f"checkpoint {path} is an exported model directory, which this command "
+                              "cannot read yet; give a checkpoint-*.pth file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -121,7 +128,10 @@ def load_pretrained(path: str | Path, device="cpu", input_dim: int | None = None
         raise CheckpointError(f"{path} expects {cfg.get('input_dim')}-d segment embeddings, the store has "
                               f"{input_dim}-d ones (another encoder?)")
     if max_len is not None:
-        cfg["max_len"] = max(max_len, cfg["max_len"])
+        if max_len < cfg["max_len"]:
+            raise CheckpointError(f"--num_patches {max_len} is below the max_len {cfg['max_len']} of {path}: windows "
+                                  "can be made longer than in pretraining, not shorter (omit --num_patches)")
+        cfg["max_len"] = max_len
     try:
         model = models_lvmae.LVMAE(**cfg)
     except TypeError as e:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from util.cli import UsageError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,10 +33,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` = CUDA when available, else CPU; a bare ``cuda`` becomes this process's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name} is not a device (auto, cpu, cuda, cuda:1 ...)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

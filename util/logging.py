@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from datasets.store import atomic_write_text
+from util.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 

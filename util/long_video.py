@@ -84,7 +84,8 @@ def encode_videos(model, store, video_ids, batch_size: int = 64, device="cpu", s
     cls_acc = np.zeros((len(video_ids), E), dtype=np.float64)
     tokens = np.zeros((int(offsets[-1]), E), dtype=np.float32)
     device_type = torch.device(device).type
-    bar = tqdm(total=len(order), desc="LV-MAE features", unit="win", disable=not progress, leave=False)
+    bar = tqdm(total=len(order), desc="LV-MAE features", unit="win", disable=None if progress else True,
+               leave=False)  # bars on a terminal only, never in a redirected log
     for b in range(0, len(order), batch_size):
         batch = [windows[i] for i in order[b:b + batch_size]]
         L = max(stop - start for _, start, stop, _ in batch)

@@ -18,11 +18,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets.store import atomic_write_text
+from util.cli import UserError
+from util.io import atomic_write_text
 
 COLUMNS = ["run_id", "dataset", "task", "probe", "backbone", "encoder", "masking", "mask_ratio", "depth", "seed",
            "metric", "value", "selected_epoch", "epochs", "chance", "trivial", "n_train", "n_val", "n_test", "skipped",
            "checkpoint", "checkpoint_sha256", "result_json", "time"]
+
+
+class ResultsError(UserError, ValueError):
+    """A results file that cannot be read; the message names it."""
+
+
+def read_csv(path: Path, **kw) -> pd.DataFrame:
+    """``pd.read_csv`` that names the file when it is not a CSV at all."""
+    try:
+        return pd.read_csv(path, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not a readable probe results CSV ({' '.join(str(e).split())[:200]}); "
+                           "move it away or delete it") from None
 
 
 @contextmanager
@@ -40,11 +54,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(path, dtype={"run_id": str, "encoder": str, "masking": str, "checkpoint": str},
+    df = read_csv(path, dtype={"run_id": str, "encoder": str, "masking": str, "checkpoint": str},
                      keep_default_na=False, na_values={"value": [""], "chance": [""], "trivial": [""]})
     missing = [c for c in ("dataset", "task", "probe", "backbone", "seed", "metric", "value") if c not in df.columns]
     if missing:
-        raise ValueError(f"{path} is not a probe results file: it lacks the columns {missing}")
+        raise ResultsError(f"{path} is not a probe results file: it lacks the columns {missing}")
     return df.reindex(columns=COLUMNS, fill_value="")
 
 

@@ -2,10 +2,9 @@
 laid out like the paper's Fig. 3 (rows of consecutive 5-s segments; above each, the original
 caption of a visible segment or the caption retrieved for a reconstructed masked one).
 
-Thumbnails: when a video's ``source`` (from the store index) is a readable video file, one frame
-at the middle of each shown segment is decoded (``preprocessing.readers``, one forward pass per
-video) and embedded as base64 JPEG; otherwise the cell shows a placeholder. Every caption is
-HTML-escaped.
+Thumbnails: a segment's ``thumbnail`` (uint8 ``[h, w, 3]``, decoded by the caller:
+``interpret.read_thumbnails``) is embedded as base64 JPEG; without one the cell shows a
+placeholder. Every caption is HTML-escaped.
 """
 from __future__ import annotations
 
@@ -20,9 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.store import atomic_write_bytes, atomic_write_text
-
-THUMB_WIDTH = 192
+from util.io import atomic_write_bytes, atomic_write_text
 
 
 @dataclass
@@ -54,30 +51,7 @@ class VideoView:
         return self.start + len(self.segments)
 
 
-# --- thumbnails -------------------------------------------------------------------------------
-def read_thumbnails(source: str, times: np.ndarray, reader="auto", width: int = THUMB_WIDTH) -> list | None:
-    """uint8 ``[h, width, 3]`` frames at ``times`` (seconds) of the video file ``source``, or None when
-    it is not a readable local file (synthetic corpora, moved videos)."""
-    from preprocessing.readers import DecodeError, get_reader
-    from preprocessing.windows import frame_indices
-
-    if not source or not Path(source).is_file():
-        return None
-    try:
-        with get_reader(reader).open(source) as video:
-            idx = frame_indices(video.timestamps, np.asarray(times, dtype=np.float64))
-            wanted = np.unique(idx)
-            frames = dict(zip(wanted.tolist(), video.frames(wanted)))
-    except DecodeError:
-        return None
-    out = []
-    for i in idx.tolist():
-        img = Image.fromarray(frames[i])
-        h = max(1, round(img.height * width / img.width))
-        out.append(np.asarray(img.resize((width, h), Image.Resampling.BILINEAR)))
-    return out
-
-
+# --- thumbnails (frames come from the caller, e.g. interpret.read_thumbnails) -------------------
 def _jpeg_base64(frame: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=80)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from util.cli import UserError
+
 # Importing this package stays cheap (no torch): the extraction CLI lists the backends in its
 # argument parser, and decode workers re-import that module.
 BACKENDS = {
@@ -17,7 +19,7 @@ BACKENDS = {
 }
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError, ValueError):
     """An encoder that cannot be built as asked; the message names the flag or file at fault."""
 
 

@@ -1,0 +1,296 @@
+"""Every command fails cleanly on bad input: one table, one row per (command, bad input).
+
+Each row runs a CLI in-process through ``util.cli.run_cli`` (what its ``__main__`` does) and
+asserts: exit code 1; exactly one line on stderr, matching the row's pattern (which names the
+file or the flag at fault); no traceback; and nothing new or changed on disk -- neither in the
+row's own directory (where its output directory would go) nor in the shared fixtures.
+
+To add a row for a new command: append a ``Row(name, main, argv, expect)`` to ``ROWS``.
+``argv(fx, out)`` builds the command line from the fixtures ``fx`` (built once per module, see
+``fx`` below; add what a new command needs there) and ``out``, a fresh path for the command's
+output directory or file (``out_is_file=True`` makes it an existing regular file first).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import engine_probe
+import extract_features
+import interpret
+import main_pretrain
+import reproduce_tables
+import sweep_probes
+from datasets import captions, synthetic
+from datasets.store import EmbeddingStore, StoreWriter, make_manifest
+from models_lvmae import LVMAE
+from pretrain_fixtures import TINY_MODEL, write_store
+from preprocessing import extract, import_reference, make_tiny_encoder, stores, synthetic_videos
+from util.checkpoint import save_checkpoint
+from util.cli import run_cli
+
+MAX_LEN = 16
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> SimpleNamespace:
+    """Small inputs, good and bad, shared by every row (nothing here is written by a row)."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    corpus = root / "corpus"
+    synthetic.main(["--out", str(corpus), "--num_videos", "12", "--num_pretrain", "0", "--num_movies", "0",
+                    "--dim", "16", "--num_scenes", "6"])
+    store = corpus / "benchmark"
+    manifest = EmbeddingStore(store).manifest
+
+    torch.manual_seed(0)
+    model = LVMAE(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
+                  max_len=MAX_LEN, input_dim=16)
+    ckpt = root / "checkpoint-last.pth"
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config, "epoch": 0, "args": {},
+                     "data": {"encoder": manifest["encoder"], "dim": 16, "normalized": True}}, ckpt)
+
+    table = captions.read_caption_table(corpus / "captions.csv", EmbeddingStore(store))
+    rng = np.random.default_rng(0)
+    captiondb = root / "captiondb"
+    captions.build_database(table, lambda texts: rng.standard_normal((len(texts), 16)), manifest["encoder"],
+                            manifest, captiondb, progress=False)
+    bad_db = root / "corrupt_captiondb"  # embeddings of random bytes
+    shutil.copytree(captiondb, bad_db)
+    (bad_db / "embeddings.npy").write_bytes(np.random.default_rng(4).bytes(1000))
+
+    junk = root / "junk.pth"
+    junk.write_bytes(np.random.default_rng(1).bytes(4096))
+    not_a_model = root / "not_a_model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("not an exported model\n")
+    empty = root / "empty_store"
+    empty.mkdir()
+    corrupt = root / "corrupt_store"  # a shard of random bytes
+    shutil.copytree(store, corrupt)
+    for shard in (corrupt / "shards").glob("*.npy"):
+        shard.write_bytes(np.random.default_rng(2).bytes(shard.stat().st_size))
+
+    timed = root / "truncated_times"  # a store whose times shard was cut short
+    with StoreWriter(timed, "t", make_manifest("test:tiny", 8)) as w:
+        for i in range(4):
+            w.add(f"v{i}", rng.standard_normal((6, 8)), 30.0, times=np.stack([np.arange(6) * 5.0,
+                                                                              np.arange(1, 7) * 5.0], 1))
+    times = next((timed / "shards").glob("*.times.npy"))
+    times.write_bytes(times.read_bytes()[:times.stat().st_size // 2])
+
+    nan = write_store(root / "nan_store", [6] * 8)  # one stored vector is NaN (video v003, segment 2)
+    arr = np.load(next((nan / "shards").glob("*.npy")), mmap_mode="r+")
+    arr[20, 3] = np.nan
+    arr.flush()
+    del arr
+
+    bad_results = root / "bad_results"
+    bad_results.mkdir()
+    (bad_results / "results.csv").write_bytes(b"\xff\xfe\x00" + np.random.default_rng(3).bytes(500))
+    return SimpleNamespace(root=root, corpus=corpus, store=store, tasks=corpus / "tasks", ckpt=ckpt,
+                           captiondb=captiondb, bad_db=bad_db, junk=junk, not_a_model=not_a_model, empty=empty, corrupt=corrupt,
+                           truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    main: Callable
+    argv: Callable[[SimpleNamespace, Path], list]
+    expect: str  # regex searched in the one line on stderr: it names the file or the flag
+    out_is_file: bool = False
+
+
+def s(*parts) -> list[str]:
+    return [str(p) for p in parts]
+
+
+def interpret_argv(fx, out, store=None, ckpt=None, *extra, db=None):
+    return s("--data_path", store or fx.store, "--captions", db or fx.captiondb, "--checkpoint", ckpt or fx.ckpt,
+             "--output_dir", out, "--num_videos", 2, "--no_thumbnails", *extra)
+
+
+def features_argv(fx, out, store=None, ckpt=None, *extra):
+    return s("--data_path", store or fx.store, "--checkpoint", ckpt or fx.ckpt, "--output_dir", out, *extra)
+
+
+def pretrain_argv(fx, out, store=None, *extra):
+    return s("--data_path", store or fx.store, "--output_dir", out, *TINY_MODEL, "--epochs", 1, "--warmup_epochs", 0,
+             "--batch_size", 4, "--num_workers", 0, "--no_progress", *extra)
+
+
+def probe_argv(fx, out, *extra):
+    return s("--dataset", "synthetic", "--annotations", fx.tasks, "--task", "grammar", "--data_path", fx.store,
+             "--backbone", "none", "--epochs", 1, "--output_dir", out, *extra)
+
+
+def extract_argv(fx, out, *extra):
+    return s(fx.root, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--out", out, *extra)
+
+
+def sweep_argv(fx, out, *extra):
+    return s("--checkpoint", fx.ckpt, "--output_dir", out, "--synthetic", fx.store, "--synthetic_annotations",
+             fx.tasks, "--seeds", 1, *extra)
+
+
+def ap(argv):
+    return engine_probe.main(argv, "ap")
+
+
+def lp(argv):
+    return engine_probe.main(argv, "lp")
+
+
+ROWS = [
+    # --- a truncated shards/<part>.times.npy --------------------------------------------------
+    Row("stores list: truncated times shard", stores.main, lambda fx, out: s("list", fx.truncated_times),
+        r"INVALID .*times\.npy"),
+    Row("pretrain: truncated times shard", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, fx.truncated_times), r"^error: times shard .*\.times\.npy"),
+    # --- interpret.py / extract_features.py on bad stores and checkpoints -----------------------
+    Row("interpret: missing store", interpret.main, lambda fx, out: interpret_argv(fx, out, fx.missing), r"nowhere"),
+    Row("interpret: empty store directory", interpret.main, lambda fx, out: interpret_argv(fx, out, fx.empty),
+        r"empty_store.*manifest\.json is missing"),
+    Row("interpret: corrupt store", interpret.main, lambda fx, out: interpret_argv(fx, out, fx.corrupt),
+        r"corrupt_store/shards/.*\.npy"),
+    Row("interpret: random-bytes checkpoint", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, fx.junk), r"junk\.pth is not a checkpoint"),
+    Row("interpret: corrupt caption database", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, db=fx.bad_db), r"caption database .*corrupt_captiondb cannot be read"),
+    Row("captions: missing caption table", captions.main,
+        lambda fx, out: s("--captions", fx.missing, "--data_path", fx.store, "--encoder", "clip", "--checkpoint",
+                          fx.not_a_model, "--output_dir", out), r"caption table .*nowhere does not exist"),
+    Row("extract_features: missing store", extract_features.main,
+        lambda fx, out: features_argv(fx, out, fx.missing), r"nowhere"),
+    Row("extract_features: empty store directory", extract_features.main,
+        lambda fx, out: features_argv(fx, out, fx.empty), r"empty_store.*manifest\.json is missing"),
+    Row("extract_features: corrupt store", extract_features.main,
+        lambda fx, out: features_argv(fx, out, fx.corrupt), r"corrupt_store/shards/.*\.npy"),
+    Row("extract_features: random-bytes checkpoint", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, fx.junk), r"junk\.pth is not a checkpoint"),
+    # --- numeric flags refused when parsed -----------------------------------------------------
+    *[Row(f"interpret: --mask_ratio {r}", interpret.main,
+          lambda fx, out, r=r: interpret_argv(fx, out, None, None, "--mask_ratio", r), rf"--mask_ratio.*{r}")
+      for r in ("0", "1", "1.5", "-0.1")],
+    Row("interpret: --num_videos 0", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, None, "--num_videos", "0"), r"--num_videos.*got 0"),
+    Row("interpret: --batch_size 0", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, None, "--batch_size", "0"), r"--batch_size.*got 0"),
+    Row("extract_features: --batch_size 0", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--batch_size", "0"), r"--batch_size.*got 0"),
+    Row("extract_features: --chunk_videos 0", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--chunk_videos", "0"), r"--chunk_videos.*got 0"),
+    Row("extract: --batch_size 0", extract.main, lambda fx, out: extract_argv(fx, out, "--batch_size", "0"),
+        r"--batch_size.*got 0"),
+    Row("extract: --stride_seconds 0", extract.main, lambda fx, out: extract_argv(fx, out, "--stride_seconds", "0"),
+        r"--stride_seconds.*got 0"),
+    Row("extract: --frames_per_segment 0", extract.main,
+        lambda fx, out: extract_argv(fx, out, "--frames_per_segment", "0"), r"--frames_per_segment.*got 0"),
+    Row("extract_features: --num_patches below the checkpoint's max_len", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--num_patches", "8"),
+        rf"--num_patches 8 is below the max_len {MAX_LEN} of .*checkpoint-last\.pth"),
+    Row("interpret: --num_patches below the checkpoint's max_len", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, None, "--num_patches", "8"), r"--num_patches 8 is below"),
+    # --- an output directory that is an existing regular file ----------------------------------
+    Row("extract: --out is a file", extract.main, lambda fx, out: extract_argv(fx, out), r"--out: .*out is a file",
+        out_is_file=True),
+    Row("pretrain: --output_dir is a file", main_pretrain.main, lambda fx, out: pretrain_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("test_ap: --output_dir is a file", ap, lambda fx, out: probe_argv(fx, out), r"--output_dir: .*out is a file",
+        out_is_file=True),
+    Row("test_lp: --output_dir is a file", lp, lambda fx, out: probe_argv(fx, out), r"--output_dir: .*out is a file",
+        out_is_file=True),
+    Row("sweep_probes: --output_dir is a file", sweep_probes.main, lambda fx, out: sweep_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("interpret: --output_dir is a file", interpret.main, lambda fx, out: interpret_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("extract_features: --output_dir is a file", extract_features.main, lambda fx, out: features_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("captions: --output_dir is a file", captions.main,
+        lambda fx, out: s("--captions", fx.corpus / "captions.csv", "--data_path", fx.store, "--encoder", "clip",
+                          "--checkpoint", fx.not_a_model, "--output_dir", out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("synthetic: --out is a file", synthetic.main, lambda fx, out: s("--out", out), r"--out: .*out is a file",
+        out_is_file=True),
+    Row("synthetic_videos: --out below a file", synthetic_videos.main, lambda fx, out: s("--out", out / "videos"),
+        r"--out: .*out is a file", out_is_file=True),
+    Row("make_tiny_encoder: --out is a file", make_tiny_encoder.main,
+        lambda fx, out: s("--backend", "clip", "--out", out), r"--out: .*out is a file", out_is_file=True),
+    Row("import_reference cache: --out is a file", import_reference.main,
+        lambda fx, out: s("cache", fx.root, "--out", out), r"--out: .*out is a file", out_is_file=True),
+    Row("stores combine: --out is a directory", stores.main,
+        lambda fx, out: s("combine", fx.store, "--out", fx.root), r"--out: .* is a directory"),
+    # --- misleading or missing messages --------------------------------------------------------
+    Row("import_reference checkpoint: one of our own checkpoints", import_reference.main,
+        lambda fx, out: s("checkpoint", fx.ckpt, "--out", out),
+        r"checkpoint-last\.pth is already a checkpoint of this project .*needs no import"),
+    Row("reproduce_tables: undecodable results.csv", reproduce_tables.main,
+        lambda fx, out: s(fx.bad_results, "--out", out), r"bad_results/results\.csv is not a readable"),
+    Row("sweep_probes: --tasks nope", sweep_probes.main, lambda fx, out: sweep_argv(fx, out, "--tasks", "nope"),
+        r"--tasks nope: unknown task .*grammar style pace"),
+    Row("test_ap: --checkpoint a directory that is not an exported model", ap,
+        lambda fx, out: probe_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.not_a_model),
+        r"not_a_model is a directory.*lacks config\.json and model\.safetensors"),
+    Row("test_lp: --checkpoint missing", lp,
+        lambda fx, out: probe_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.missing),
+        r"checkpoint .*nowhere does not exist"),
+    # --- a run refused before its first checkpoint leaves nothing in --output_dir ---------------
+    Row("pretrain: NaN vector in a DataLoader worker, fresh --output_dir", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, fx.nan, "--num_workers", "1", "--val_fraction", "0",
+                                      "--duration_min", "30", "--duration_max", "30"),
+        r"^error: video 'v003': segment 2 in .*nan_store/shards/.*not finite"),
+    Row("pretrain: missing store", main_pretrain.main, lambda fx, out: pretrain_argv(fx, out, fx.missing),
+        r"nowhere does not exist"),
+    Row("pretrain: --mask_ratio 1", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \(0, 1\)"),
+    Row("pretrain: --device nope", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--device", "nope"), r"--device nope is not a device"),
+    # --- test tools ------------------------------------------------------------------------------
+    Row("synthetic_videos: --seconds 0", synthetic_videos.main, lambda fx, out: s("--out", out, "--seconds", "0"),
+        r"--seconds.*got 0"),
+    Row("synthetic_videos: --seconds -3", synthetic_videos.main, lambda fx, out: s("--out", out, "--seconds", "-3"),
+        r"--seconds.*got -3"),
+    Row("synthetic_videos: --fps 0", synthetic_videos.main, lambda fx, out: s("--out", out, "--fps", "0"),
+        r"--fps.*got 0"),
+    Row("synthetic_videos: less than a frame", synthetic_videos.main,
+        lambda fx, out: s("--out", out, "--seconds", "0.01"), r"--seconds 0.01 at --fps 25.0 is not one frame"),
+    Row("synthetic: --dim 0", synthetic.main, lambda fx, out: s("--out", out, "--dim", "0"), r"--dim.*got 0"),
+    Row("synthetic: too few scenes for the grammars", synthetic.main,
+        lambda fx, out: s("--out", out, "--num_scenes", "3", "--num_grammars", "4"), r"--num_grammars 4"),
+]
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` with its size and mtime (files) -- what a row must not change."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "dir"
+            for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_bad_input_fails_cleanly(row, fx, tmp_path, capsys):
+    out = tmp_path / "out"
+    if row.out_is_file:
+        out.write_text("a regular file\n")
+    argv = row.argv(fx, out)
+    before, fixtures = snapshot(tmp_path), snapshot(fx.root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # a warning would be a second line, in every row alike
+        code = run_cli(row.main, argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert re.search(row.expect, lines[0]), lines[0]
+    assert snapshot(tmp_path) == before, "the refused run wrote into its output location"
+    assert snapshot(fx.root) == fixtures, "the refused run changed its inputs"
