@@ -45,12 +45,17 @@ def get_args_parser():
     p.add_argument("--probes", nargs="+", default=["ap", "lp"], choices=["ap", "lp"], help="probes to run")
     p.add_argument("--backbones", nargs="+", default=["lvmae", "none"], choices=["lvmae", "none"],
                    help="lvmae: the checkpoint's encoder; none: the raw-embedding baseline")
+    p.add_argument("--label_fractions", nargs="+", type=float, default=None, metavar="F",
+                   help="the label-efficiency study: every run once per fraction of the training labels (passed as "
+                        "--label_fraction; e.g. 0.05 0.1 0.25 1); adds the label-efficiency table and "
+                        "<output_dir>/label_efficiency.png")
     p.add_argument("--no_resume", action="store_true", help="retrain seeds whose results already exist")
     return p
 
 
-def plan(args) -> list[tuple[str, str, str, str]]:
-    """(dataset, task, probe, backbone) of every run, benchmarks in the order of BENCHMARKS."""
+def plan(args) -> list[tuple]:
+    """(dataset, task, probe, backbone[, label fraction]) of every run, benchmarks in the order of
+    BENCHMARKS."""
     runs = []
     for name in BENCHMARKS:
         if getattr(args, name) is None:
@@ -58,13 +63,17 @@ def plan(args) -> list[tuple[str, str, str, str]]:
         for task in tasks_of(name, getattr(args, f"{name}_annotations")):
             if args.tasks and task not in args.tasks:
                 continue
-            runs += [(name, task, probe, backbone) for backbone in args.backbones for probe in args.probes]
+            runs += [(name, task, probe, backbone) + ((f"{f:g}",) if f is not None else ())
+                     for backbone in args.backbones for probe in args.probes
+                     for f in (args.label_fractions or [None])]
     return runs
 
 
-def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
+def run_argv(args, dataset, task, probe, backbone, *fraction, extra=()) -> list[str]:
     argv = ["--dataset", dataset, "--task", task, "--backbone", backbone, "--data_path", *getattr(args, dataset),
             "--seeds", str(args.seeds), "--output_dir", args.output_dir]
+    if fraction:
+        argv += ["--label_fraction", fraction[0]]
     if backbone == "lvmae":
         argv += ["--checkpoint", args.checkpoint]
     if getattr(args, f"{dataset}_annotations"):
@@ -75,14 +84,14 @@ def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     args, extra = parser.parse_known_args(argv)
     runs = plan(args)
     if not runs:
         parser.error("nothing to run: give at least one of --lvu --coin --breakfast --synthetic (with its stores)")
     # Parse every run's flags before training anything, so a typo fails the sweep at once.
-    parsed = [engine_probe.parse_args(run_argv(args, *r, extra), r[2]) for r in runs]
+    parsed = [engine_probe.parse_args(run_argv(args, *r, extra=extra), r[2]) for r in runs]
     failures, t0 = [], time.time()
     for i, (r, run_args) in enumerate(zip(runs, parsed), 1):
         print(f"=== [{i}/{len(runs)}] {' '.join(r)}", flush=True)
@@ -93,10 +102,15 @@ def main(argv=None) -> int:
             print(f"FAILED {' '.join(r)}: {e}", file=sys.stderr)
     results = Path(args.output_dir) / "results.csv"
     if results.is_file():
-        tables = sorted({t for r in runs for t in TABLES_OF[r[0]]}, key=reproduce_tables.TABLES.index)
-        text = reproduce_tables.render(reproduce_tables.load_results([results]), tables)
+        tables = sorted({t for r in runs for t in TABLES_OF[r[0]]}
+                        | ({"label_efficiency"} if args.label_fractions else set()), key=reproduce_tables.TABLES.index)
+        df = reproduce_tables.load_results([results])
+        text = reproduce_tables.render(df, tables)
         atomic_write_text(Path(args.output_dir) / "tables.md", text)
         print(text)
+        if args.label_fractions and reproduce_tables.plot_label_efficiency(df, Path(args.output_dir) /
+                                                                           "label_efficiency.png"):
+            print(f"label-efficiency plot: {Path(args.output_dir) / 'label_efficiency.png'}")
     print(f"{len(runs) - len(failures)}/{len(runs)} runs done in {time.time() - t0:.0f} s; results in {results}")
     for r, msg in failures:
         print(f"  failed: {' '.join(r)}: {msg}", file=sys.stderr)
