@@ -10,13 +10,20 @@ the same cached features:
    longer than the encoder's ``max_len`` follow the sliding-window policy of
    ``util/long_video.py`` (the one ``extract_features.py`` uses);
 3. per seed: train the head; after every epoch evaluate on *val*; keep the head of the best val
-   epoch; evaluate *test* once, with that head (``select_epoch`` never receives test data);
-4. ``runs/<run_id>/seed<k>.json`` (config, per-epoch metrics, selected epoch, test metric,
-   counts) and one row per seed in ``<output_dir>/results.csv`` (``util/probe_results.py``).
+   epoch (L-BFGS: the best weight decay); evaluate *test* once, with that head
+   (``select_epoch`` / ``select_weight_decay`` never receive test data);
+4. ``runs/<run_id>/seed<k>.json`` (config, per-epoch metrics, selected epoch, test metric and
+   per-video test scores, counts) and one row per seed in ``<output_dir>/results.csv``
+   (``util/probe_results.py``), with the run's bootstrap interval.
 
 Heads (``models_probe.py``): ``ap`` = one transformer block over ``[CLS]`` + tokens (raw
-backbone: the probe's own ``[CLS]`` + sin-cos positions), ``lp`` = mean of the valid segment
-tokens + Linear. Regression tasks use the mean + Linear head with MSE in both scripts.
+backbone: the probe's own ``[CLS]`` + sin-cos positions; ``--probe_positions own`` gives LV-MAE
+tokens the same treatment, ``none`` leaves the positions out), ``lp`` = mean of the valid segment
+tokens + Linear. Regression tasks use the mean + Linear head with MSE in both scripts, features
+and targets standardized with training statistics, the MSE reported in the task's units.
+``--solver lbfgs`` (linear heads) fits to convergence instead of Adam epochs (the weight decay
+chosen on validation); ``--label_fraction f`` trains on a seeded stratified subset (same steps).
+Test metrics come with a 95% bootstrap interval over test videos of the mean over seeds.
 
     python test_ap.py --dataset lvu --task genre --data_path stores/lvu_languagebind \\
         --checkpoint output/checkpoint-last.pth --seeds 3 --output_dir output/probe

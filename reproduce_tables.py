@@ -120,7 +120,8 @@ def get_args_parser():
     p.add_argument("--tables", nargs="+", default=[t for t in TABLES if t != "label_efficiency"], choices=TABLES,
                    help="which tables to render")
     p.add_argument("--plot", default=None,
-                   help="also draw the label-efficiency curves (tasks probed with several --label_fraction) to this PNG")
+                   help="also draw the label-efficiency curves (tasks probed with several --label_fraction) "
+                        "to this PNG")
     return p
 
 

@@ -7,10 +7,18 @@ one ``<output_dir>/results.csv``; then the paper's tables (``<output_dir>/tables
         --coin stores/coin_languagebind --coin_annotations annotations/COIN.json \\
         --breakfast stores/breakfast_languagebind --breakfast_annotations annotations/breakfast
     python sweep_probes.py --checkpoint demo_out/pretrain/checkpoint-last.pth --output_dir demo_out/probe \\
-        --synthetic demo_out/synthetic/benchmark --synthetic_annotations demo_out/synthetic/tasks --seeds 3
+        --synthetic demo_out/corpus/benchmark --synthetic_annotations demo_out/corpus/tasks --seeds 3
+
+The label-efficiency study (every run once per fraction of the training labels; the table
+and ``<output_dir>/label_efficiency.png``):
+
+    python sweep_probes.py --checkpoint demo_out/pretrain/checkpoint-last.pth --output_dir le \\
+        --synthetic demo_out/corpus/benchmark --synthetic_annotations demo_out/corpus/tasks --seeds 3 \\
+        --tasks grammar --probes ap --probe_positions own --label_fractions 0.05 0.1 0.25 1
 
 Flags this script does not know are passed to every probe run (e.g. ``--num_threads 1``,
-``--device cuda``, ``--epochs 5``). A rerun continues where an interrupted sweep stopped
+``--device cuda``, ``--epochs 5``, ``--probe_positions own``, ``--solver lbfgs``,
+``--label_fraction 0.1``; no abbreviations). A rerun continues where an interrupted sweep stopped
 (``--resume auto`` for every run; ``--no_resume`` retrains). A run that fails (e.g. a task with
 no video in its store) is reported and the sweep goes on; the exit status is 1 if any failed.
 """

@@ -88,7 +88,11 @@ def get_args_parser():
                    help="grow the labelled set by this many videos of the same process, drawn from their own random "
                         "stream (seed, 1) after everything else: the corpus of the other flags stays byte for byte "
                         "what it is without this flag (pretraining store, first --num_videos videos, their splits); "
-                        "the extra videos are split train / val / test 70 / 15 / 15 on their own and appended")
+                        "the extra videos are split by --extra_fractions on their own and appended")
+    p.add_argument("--extra_fractions", type=float, nargs=3, default=list(SPLIT_FRACTIONS),
+                   metavar=("TRAIN", "VAL", "TEST"),
+                   help="train / val / test fractions of the --extra_videos (e.g. 0 0.25 0.75: tighter validation "
+                        "and test statistics, the training split and so the probes' cost unchanged)")
     p.add_argument("--num_pretrain", type=int, default=2000, help="unlabelled pretraining videos (LVU-like lengths)")
     p.add_argument("--num_movies", type=int, default=40, help="long unlabelled 'movies' (20 min - 2 h) for pretraining")
     p.add_argument("--dim", type=int, default=256, help="embedding dim D (ignored with --prototypes)")
@@ -241,6 +245,8 @@ def build(args) -> dict:
     latents = pd.DataFrame(rows)
     if args.extra_videos < 0:
         raise SystemExit(f"--extra_videos must be >= 0, got {args.extra_videos}")
+    if min(args.extra_fractions) < 0 or abs(sum(args.extra_fractions) - 1) > 1e-9:
+        raise SystemExit(f"--extra_fractions must be >= 0 and sum to 1, got {args.extra_fractions}")
     xrng = np.random.default_rng([args.seed, 1])  # the extra labelled videos' own stream
     xdur = xrng.choice(durations, size=args.extra_videos)
     xlen = np.maximum(1, (xdur // seg).astype(np.int64))
@@ -273,8 +279,8 @@ def build(args) -> dict:
     split[perm[:a]], split[perm[a:b]], split[perm[b:]] = "train", "val", "test"
     xsplit = np.empty(len(extra), dtype=object)
     xperm = xrng.permutation(len(extra))
-    xa = int(SPLIT_FRACTIONS[0] * len(extra))
-    xb = xa + int(SPLIT_FRACTIONS[1] * len(extra))
+    xa = int(args.extra_fractions[0] * len(extra))
+    xb = xa + int(args.extra_fractions[1] * len(extra))
     xsplit[xperm[:xa]], xsplit[xperm[xa:xb]], xsplit[xperm[xb:]] = "train", "val", "test"
     if len(extra):
         bench = pd.concat([bench, extra], ignore_index=True)

@@ -11,7 +11,8 @@ import torch
 
 from datasets import breakfast, coin, lvu
 from datasets.benchmarks import load_annotations, tasks_of
-from datasets.labelled import AnnotationError, LabelledSequences, read_task_layout, stratified_holdout, stratified_subset
+from datasets.labelled import (AnnotationError, LabelledSequences, read_task_layout, stratified_holdout,
+                               stratified_subset)
 from util.long_video import VideoFeatures
 
 # (train, val, test) rows of data/lvu_1.0, counted with `wc -l` minus the header.

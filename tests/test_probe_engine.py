@@ -376,3 +376,19 @@ def test_label_fraction_subsets_same_steps_and_intervals(corpus, checkpoint, tmp
         scores = [json.loads(open(p).read())["test_scores"] for p in group.result_json]
         assert np.mean(scores) == pytest.approx(group.value.mean())  # the per-video scores make the metric
     assert set(rows.label_fraction) == {1.0, 0.1}
+
+
+def test_sweep_label_fractions_and_passed_through_flags(corpus, tmp_path):
+    out = tmp_path / "sweep"
+    common = ["--checkpoint", "unused.pth", "--output_dir", str(out), "--seeds", "2", "--synthetic",
+              str(corpus / "benchmark"), "--synthetic_annotations", str(corpus / "tasks"), "--tasks", "style",
+              "--probes", "lp", "--backbones", "none", "--epochs", "1"]
+    assert sweep_probes.main(common + ["--label_fractions", "0.25", "1"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(set(table.label_fraction)) == [0.25, 1.0] and len(table) == 4
+    assert "### Label efficiency — synthetic / style" in (out / "tables.md").read_text()
+    assert (out / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    # a run flag that shares a prefix with a sweep flag reaches the runs unabbreviated
+    assert sweep_probes.main(common + ["--label_fraction", "0.5", "--solver", "lbfgs"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert ((table.label_fraction == 0.5) & (table.solver == "lbfgs")).sum() == 2
