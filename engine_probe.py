@@ -541,7 +541,7 @@ def _run(args) -> list[dict]:
     solver = solver_of(args, spec)
     fit = select_weight_decay if solver == "lbfgs" else select_epoch
     epoch_steps = steps_per_epoch(len(data["train"]), args.batch_size)  # a full-label epoch, also for subsets
-    results, rows = [], []
+    results, rows, deterministic_fit = [], [], None
     for seed in range(args.seeds):
         path = run_dir / f"seed{seed}.json"
         if args.resume and path.is_file():
@@ -554,8 +554,13 @@ def _run(args) -> list[dict]:
                 train = train.subset(stratified_subset(train.labels.cpu().numpy(), args.label_fraction, seed,
                                                        regression=spec.is_regression))
             kwargs = {} if solver == "lbfgs" else {"epoch_steps": epoch_steps}
-            head, log, epoch = fit(lambda: build_head(args, spec, dim, encoder, train), train,
-                                   data["val"], spec, args, seed, **kwargs)
+            if deterministic_fit is not None:  # L-BFGS on all labels: every seed fits the same head
+                head, log, epoch = deterministic_fit
+            else:
+                head, log, epoch = fit(lambda: build_head(args, spec, dim, encoder, train), train,
+                                       data["val"], spec, args, seed, **kwargs)
+                if solver == "lbfgs" and args.label_fraction == 1.0:
+                    deterministic_fit = head, log, epoch
             test = evaluate(head, data["test"], spec, per_video=True)
             test_scores = test.pop("scores")
             result = {**common, "seed": seed, "epochs": log, "selected_epoch": epoch,
@@ -582,7 +587,8 @@ def _run(args) -> list[dict]:
                       "label_fraction": args.label_fraction, "metric": spec.metric, "mean": float(values.mean()),
                       "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                       "ci95": None if interval is None else [round(v, 4) for v in interval], "seeds": len(values),
-                      **counts, "trivial_test": common["trivial_test"], "time_s": round(time.time() - t0, 2)}))
+                      **counts, "n_trained": sorted({r["counts"]["n_train"] for r in results}),
+                      "trivial_test": common["trivial_test"], "time_s": round(time.time() - t0, 2)}))
     return results
 
 

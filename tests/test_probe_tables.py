@@ -136,11 +136,19 @@ def synthetic_rows(path, task="grammar", metric="top1"):
 def test_synthetic_and_label_efficiency_tables_and_plot(tmp_path):
     path = tmp_path / "results.csv"
     synthetic_rows(path)
+    for seed in range(3):  # the regression task of the raw AP sweep: no positional setting of its own
+        write_row(path, {"run_id": "pace", "dataset": "synthetic", "task": "pace", "encoder": "synthetic:seed0",
+                         "metric": "mse", "probe": "ap", "backbone": "none", "solver": "adam", "lr": 0.001,
+                         "label_fraction": 1.0, "positions": "", "seed": seed, "value": 1.5 + 0.1 * seed,
+                         "time": "2025-01-02T00:00:00", "setting": "mean + Linear, standardized (Adam lr 0.001)"})
     text = reproduce_tables.main([str(path), "--tables", "synthetic", "label_efficiency",
                                   "--plot", str(tmp_path / "le.png")])
     lines = text.splitlines()
     raw_own = next(line for line in lines if line.startswith("| raw embeddings (baseline) | AP: own setting"))
-    assert "| 100% | 82.00 ± 2.00 [79.0, 85.0] | 3 |" in raw_own
+    assert "| 100% | 82.00 ± 2.00 [79.0, 85.0] | 1.600 ± 0.100 | 3 |" in raw_own
+    raw_none = next(line for line in lines if line.startswith("| raw embeddings (baseline) | AP: none setting"))
+    assert "| 1.600 ± 0.100 |" in raw_none  # the pace head belongs to both positional settings
+    assert not any("AP: mean + Linear" in line for line in lines)  # and is no row of its own
     lvmae = "| LV-MAE (depth 4, random) | AP: "
     assert lvmae + "none setting (Adam lr 0.001, γ 0.9) | 100% | 42.00 ± 2.00 [39.0, 45.0]" in text
     assert lvmae + "own setting (Adam lr 0.001, γ 0.9) | 10% | 67.00 ± 2.00 [64.0, 70.0]" in text
