@@ -28,6 +28,12 @@ inferring the grammar from the other transitions of the video. ``pace`` is
 also invisible to a mean (only the rate of scene changes tells it). ``style`` is the control a
 mean pool solves.
 
+``--extra_videos N`` adds N labelled videos of the same process drawn from their own random
+stream ``(seed, 1)`` after everything else, split by ``--extra_fractions``, so the rest of the
+output (pretraining store, the first ``--num_videos`` videos and their splits) is byte for byte
+what the same flags write without it: the labelled set grows (e.g. for tighter test
+statistics) without touching the pretraining corpus or the difficulty.
+
 Outputs in ``--out``:
   ``pretrain/``  store of unlabelled videos + long movies (for ``main_pretrain.py``)
   ``benchmark/`` store of labelled videos (for the probes)

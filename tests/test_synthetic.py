@@ -165,13 +165,15 @@ def test_extra_videos_grow_the_labelled_set_and_change_nothing_else(tmp_path):
     assert extra.split.value_counts().to_dict() == {"train": 28, "val": 6, "test": 6}  # 70 / 15 / 15 on their own
     assert json.loads((grown / "corpus.json").read_text())["benchmark_videos"] == 70
     # the demo's use: the extra videos only tighten validation and test, the training split stays
-    synthetic.main(["--out", str(tmp_path / "vt"), *small, "--extra_videos", "40", "--extra_fractions", "0", ".25", ".75"])
+    synthetic.main(["--out", str(tmp_path / "vt"), *small, "--extra_videos", "40",
+                    "--extra_fractions", "0", ".25", ".75"])
     for name, extra_count in (("train", 0), ("val", 10), ("test", 30)):
         old = pd.read_csv(base / "tasks" / "grammar" / f"{name}.csv", dtype={"video_id": str})
         new = pd.read_csv(tmp_path / "vt" / "tasks" / "grammar" / f"{name}.csv", dtype={"video_id": str})
         assert len(new) == len(old) + extra_count and new.video_id[:len(old)].tolist() == old.video_id.tolist()
     with pytest.raises(SystemExit, match="sum to 1"):
-        synthetic.main(["--out", str(tmp_path / "bad"), *small, "--extra_videos", "4", "--extra_fractions", "1", "1", "0"])
+        synthetic.main(["--out", str(tmp_path / "bad"), *small, "--extra_videos", "4",
+                        "--extra_fractions", "1", "1", "0"])
 
 
 def test_external_prototypes_scale_the_noise(tmp_path):
