@@ -198,8 +198,10 @@ def test_end_to_end_probes_beat_chance_and_render_the_table(corpus, checkpoint, 
     assert means["grammar", "none", "lp"] < 40.0, means
     assert means["style", "lvmae", "ap"] > 70.0, means
     text = reproduce_tables.main([str(out), "--tables", "synthetic", "--out", str(tmp_path / "t.md")])
-    assert "| raw embeddings (baseline) | AP | " in text and "| LV-MAE (depth 4, random) | AP | " in text
-    assert f"{means['grammar', 'none', 'ap']:.2f} ± " in text and "| chance |  | 25.00 | 25.00 |" in text
+    assert "| raw embeddings (baseline) | AP: own [CLS] + sin-cos positions (Adam lr 0.001, γ 0.9) | 100% | " in text
+    assert "| LV-MAE (depth 4, random) | AP: encoder [CLS], no added positions (Adam lr 0.001, γ 0.9) | 100% | " \
+        in text
+    assert f"{means['grammar', 'none', 'ap']:.2f} ± " in text and "| chance |  |  | 25.00 | 25.00 |" in text
 
 
 def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint, tmp_path):
