@@ -10,13 +10,20 @@ the same cached features:
    longer than the encoder's ``max_len`` follow the sliding-window policy of
    ``util/long_video.py`` (the one ``extract_features.py`` uses);
 3. per seed: train the head; after every epoch evaluate on *val*; keep the head of the best val
-   epoch; evaluate *test* once, with that head (``select_epoch`` never receives test data);
-4. ``runs/<run_id>/seed<k>.json`` (config, per-epoch metrics, selected epoch, test metric,
-   counts) and one row per seed in ``<output_dir>/results.csv`` (``util/probe_results.py``).
+   epoch (L-BFGS: the best weight decay); evaluate *test* once, with that head
+   (``select_epoch`` / ``select_weight_decay`` never receive test data);
+4. ``runs/<run_id>/seed<k>.json`` (config, per-epoch metrics, selected epoch, test metric and
+   per-video test scores, counts) and one row per seed in ``<output_dir>/results.csv``
+   (``util/probe_results.py``), with the run's bootstrap interval.
 
 Heads (``models_probe.py``): ``ap`` = one transformer block over ``[CLS]`` + tokens (raw
-backbone: the probe's own ``[CLS]`` + sin-cos positions), ``lp`` = mean of the valid segment
-tokens + Linear. Regression tasks use the mean + Linear head with MSE in both scripts.
+backbone: the probe's own ``[CLS]`` + sin-cos positions; ``--probe_positions own`` gives LV-MAE
+tokens the same treatment, ``none`` leaves the positions out), ``lp`` = mean of the valid segment
+tokens + Linear. Regression tasks use the mean + Linear head with MSE in both scripts, features
+and targets standardized with training statistics, the MSE reported in the task's units.
+``--solver lbfgs`` (linear heads) fits to convergence instead of Adam epochs (the weight decay
+chosen on validation); ``--label_fraction f`` trains on a seeded stratified subset (same steps).
+Test metrics come with a 95% bootstrap interval over test videos of the mean over seeds.
 
     python test_ap.py --dataset lvu --task genre --data_path stores/lvu_languagebind \\
         --checkpoint output/checkpoint-last.pth --seeds 3 --output_dir output/probe
@@ -37,17 +44,21 @@ from tqdm import tqdm
 
 from datasets import breakfast
 from datasets.benchmarks import DATASETS, load_annotations
-from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec
+from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec, stratified_subset
 from datasets.store import EmbeddingStore, StoreError
-from models_probe import AttentiveProbe, LinearProbe, default_heads
+from models_probe import AttentiveProbe, LinearProbe, default_heads, masked_mean
 from util import feature_cache
 from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
-from util.cli import ArgumentParser, UserError, output_dir, positive_float, positive_int, run_cli
+from util.cli import (ArgumentParser, UserError, nonneg_float, output_dir, positive_float, positive_int, run_cli,
+                      unit_fraction)
 from util.io import atomic_write_text
 from util.long_video import encode_videos, raw_features
-from util.probe_results import has_row, write_row
+from util.probe_results import bootstrap_interval, has_row, write_row
 
 PROBES = {"ap": "attentive", "lp": "linear"}
+POSITIONS = ("own", "none")
+SOLVERS = ("adam", "lbfgs")
+LBFGS_WEIGHT_DECAYS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 # Paper App. 8: Table 7 (attentive) and Table 6 (linear). Adam betas (0.9, 0.999), no weight decay.
 PROBE_DEFAULTS = {"ap": dict(epochs=20, lr=1e-3, lr_gamma=0.9, batch_size=16),
                   "lp": dict(epochs=30, lr=1e-4, lr_gamma=1.0, batch_size=16)}
@@ -100,13 +111,34 @@ def get_args_parser(probe: str = "ap"):
                    help="attention heads of the AP block (default: the encoder's; raw backbone: 16, fewer if the width "
                         "is below 256 so heads keep >= 16 dims)")
     g.add_argument("--probe_dim", type=positive_int, default=None,
-                   help="raw backbone AP: width the segment embeddings are projected to (default: their dim)")
+                   help="AP with its own [CLS] (raw backbone, or --probe_positions own): width the tokens are "
+                        "projected to (default: their dim)")
+    g.add_argument("--probe_positions", default=None, choices=POSITIONS,
+                   help="AP on classification tasks. own: the probe's own [CLS], Linear + LayerNorm and sin-cos "
+                        "positions (the raw baseline's treatment; default for --backbone none); none: no positions "
+                        "added (default for --backbone lvmae: the paper's App. 8 head over the encoder's [CLS] and "
+                        "tokens; with --backbone none: own [CLS] + Linear + LayerNorm, an order-blind control). "
+                        "Ignored by the linear and regression heads")
     g.add_argument("--epochs", type=positive_int, default=d["epochs"], help="training epochs of the head")
     g.add_argument("--batch_size", type=positive_int, default=d["batch_size"], help="videos per step")
     g.add_argument("--lr", type=positive_float, default=d["lr"], help="Adam learning rate")
-    g.add_argument("--lr_gamma", type=float, default=d["lr_gamma"],
+    g.add_argument("--lr_gamma", type=positive_float, default=d["lr_gamma"],
                    help="ExponentialLR factor per epoch (1.0 = constant)")
-    g.add_argument("--seeds", type=positive_int, default=1, help="train heads with seeds 0..k-1; report mean and std")
+    g.add_argument("--solver", default="adam", choices=SOLVERS,
+                   help="adam: the paper's protocol (the flags above); lbfgs (linear and regression heads): the "
+                        "converged probe -- mean-pooled features standardized with training statistics, full-batch "
+                        "L-BFGS (float64) to --lbfgs_tol for each --weight_decays value, the value chosen on "
+                        "validation")
+    g.add_argument("--weight_decays", type=nonneg_float, nargs="+", default=LBFGS_WEIGHT_DECAYS,
+                   help="lbfgs: the grid of L2 penalties (objective: mean loss + wd * ||W||^2, bias not penalized)")
+    g.add_argument("--lbfgs_tol", type=positive_float, default=1e-6, help="lbfgs: stop when max |gradient| <= this")
+    g.add_argument("--lbfgs_max_iter", type=positive_int, default=5000, help="lbfgs: iteration cap per weight decay")
+    g.add_argument("--label_fraction", type=unit_fraction, default=1.0,
+                   help="train on a seeded stratified subset of this fraction of the training videos (by class; "
+                        "regression: by target decile), drawn per seed; validation and test unchanged. Adam runs as "
+                        "many steps as with all labels: an epoch is a full-label epoch's number of steps")
+    g.add_argument("--seeds", type=positive_int, default=1,
+                   help="train heads with seeds 0..k-1 (init, shuffling, label subset); report mean and std")
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default="output_probe", type=output_dir, help="results.csv, runs/<run_id>/, cache/")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -178,31 +210,78 @@ def split_features(args, store, video_ids: list[str], encoder: dict | None, cach
 
 
 # --- heads, training, selection -----------------------------------------------------------------
-def build_head(args, spec: TaskSpec, dim: int, encoder: dict | None) -> torch.nn.Module:
+def positions_of(args, spec: TaskSpec) -> str:
+    """The attentive head's positional treatment, ``own`` or ``none``; ``""`` for the heads
+    without attention (linear probe, regression)."""
     if spec.is_regression or args.probe == "lp":
-        return LinearProbe(dim, spec.num_outputs)
-    own_cls = encoder is None
+        return ""
+    return args.probe_positions or ("own" if args.backbone == "none" else "none")
+
+
+def solver_of(args, spec: TaskSpec) -> str:
+    return args.solver if (spec.is_regression or args.probe == "lp") else "adam"
+
+
+@torch.no_grad()
+def pooled(data: LabelledSequences, batch_size: int = 256) -> torch.Tensor:
+    """``[N, E]`` the mean of each video's valid tokens (the linear heads' input)."""
+    return torch.cat([masked_mean(x, pad) for _, x, pad, _ in data.batches(batch_size)])
+
+
+def build_head(args, spec: TaskSpec, dim: int, encoder: dict | None,
+               train: LabelledSequences | None = None) -> torch.nn.Module:
+    """The head of this run; ``train`` (the videos trained on) gives the linear heads their
+    standardization: features for the converged probe and regression, targets for regression."""
+    if spec.is_regression or args.probe == "lp":
+        head = LinearProbe(dim, spec.num_outputs)
+        if spec.is_regression:  # starts at the training mean (PyTorch's random init adds variance)
+            torch.nn.init.zeros_(head.head.weight)
+            torch.nn.init.zeros_(head.head.bias)
+        if train is not None and (spec.is_regression or solver_of(args, spec) == "lbfgs"):
+            head.standardize(pooled(train), train.labels if spec.is_regression else None)
+        return head
+    positions = positions_of(args, spec)
+    own_cls = encoder is None or positions == "own"
     width = (args.probe_dim or dim) if own_cls else dim
-    heads = args.probe_heads or (default_heads(width) if own_cls else encoder["config"]["num_heads"])
-    return AttentiveProbe(dim, spec.num_outputs, heads, own_cls=own_cls, width=width)
+    heads = args.probe_heads or (default_heads(width) if encoder is None else encoder["config"]["num_heads"])
+    return AttentiveProbe(dim, spec.num_outputs, heads, own_cls=own_cls, width=width, positions=positions == "own")
 
 
 def head_name(args, spec: TaskSpec) -> str:
     if spec.is_regression:
-        return "LinearProbe (mean of segment tokens; regression, MSE)"
-    return "LinearProbe (mean of segment tokens)" if args.probe == "lp" else (
-        "AttentiveProbe (" + ("own [CLS] + sin-cos positions" if args.backbone == "none" else "encoder [CLS]") + ")")
+        return "LinearProbe (standardized mean of segment tokens; regression, MSE)"
+    if args.probe == "lp":
+        return "LinearProbe (mean of segment tokens" + (", standardized)" if args.solver == "lbfgs" else ")")
+    if positions_of(args, spec) == "own":
+        return "AttentiveProbe (own [CLS] + sin-cos positions)"
+    return "AttentiveProbe (" + ("own [CLS], no positions" if args.backbone == "none" else "encoder [CLS]") + ")"
+
+
+def setting_of(args, spec: TaskSpec) -> str:
+    """One readable line for the tables: the head and its optimisation."""
+    solver = solver_of(args, spec)
+    if solver == "lbfgs":
+        opt = "L-BFGS to convergence, wd on val"
+    else:
+        opt = f"Adam lr {args.lr:g}" + (f", γ {args.lr_gamma:g}" if args.lr_gamma != 1 else "")
+    if spec.is_regression:
+        return f"mean + Linear, standardized ({opt})"
+    if args.probe == "lp":
+        return f"mean + Linear ({opt})"
+    pos = {"own": "own [CLS] + sin-cos positions", "none": "own [CLS], no positions" if args.backbone == "none"
+           else "encoder [CLS], no added positions"}[positions_of(args, spec)]
+    return f"{pos} ({opt})"
 
 
 def loss_fn(out: torch.Tensor, y: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
     return F.mse_loss(out[:, 0], y.float()) if spec.is_regression else F.cross_entropy(out, y)
 
 
-def train_one_epoch(head, data: LabelledSequences, optimizer, spec: TaskSpec, batch_size: int,
-                    generator: torch.Generator) -> float:
+def train_steps(head, batches, steps: int, optimizer, spec: TaskSpec) -> float:
+    """``steps`` optimizer steps on the next batches of ``batches``; the mean training loss."""
     head.train()
     total, count = 0.0, 0
-    for cls, x, pad, y in data.batches(batch_size, shuffle=True, generator=generator):
+    for _, (cls, x, pad, y) in zip(range(steps), batches):
         loss = loss_fn(head(cls, x, pad), y, spec)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,9 +291,29 @@ def train_one_epoch(head, data: LabelledSequences, optimizer, spec: TaskSpec, ba
     return total / max(count, 1)
 
 
+def train_one_epoch(head, data: LabelledSequences, optimizer, spec: TaskSpec, batch_size: int,
+                    generator: torch.Generator) -> float:
+    """One shuffled pass over ``data``."""
+    return train_steps(head, data.batches(batch_size, shuffle=True, generator=generator),
+                       steps_per_epoch(len(data), batch_size), optimizer, spec)
+
+
+def steps_per_epoch(num_videos: int, batch_size: int) -> int:
+    return -(-num_videos // batch_size)
+
+
+def batch_stream(data: LabelledSequences, batch_size: int, generator: torch.Generator):
+    """Shuffled passes over ``data`` one after the other, endlessly (a new permutation per pass)."""
+    while True:
+        yield from data.batches(batch_size, shuffle=True, generator=generator)
+
+
 @torch.no_grad()
-def evaluate(head, data: LabelledSequences, spec: TaskSpec, batch_size: int = EVAL_BATCH) -> dict:
-    """``{"loss", metric}``: top-1 accuracy in % (classification) or MSE (regression)."""
+def evaluate(head, data: LabelledSequences, spec: TaskSpec, batch_size: int = EVAL_BATCH,
+             per_video: bool = False) -> dict:
+    """``{"loss", metric}``: top-1 accuracy in % (classification) or MSE (regression, in the
+    task's units). ``per_video``: also ``"scores"``, each video's contribution in the metric's
+    units (100 / 0 correct, or the squared error), whose mean is the metric."""
     head.eval()
     outs, ys = [], []
     for cls, x, pad, y in data.batches(batch_size):
@@ -223,8 +322,14 @@ def evaluate(head, data: LabelledSequences, spec: TaskSpec, batch_size: int = EV
     out, y = torch.cat(outs), torch.cat(ys)
     loss = float(loss_fn(out, y, spec))
     if spec.is_regression:
-        return {"loss": loss, "mse": loss}
-    return {"loss": loss, "top1": float((out.argmax(1) == y).float().mean() * 100)}
+        scores = (out[:, 0].double() - y.double()) ** 2
+        result = {"loss": loss, "mse": loss}
+    else:
+        scores = (out.argmax(1) == y).double() * 100
+        result = {"loss": loss, "top1": float((out.argmax(1) == y).float().mean() * 100)}
+    if per_video:
+        result["scores"] = scores.tolist()
+    return result
 
 
 def selection_key(val: dict, spec: TaskSpec) -> tuple:
@@ -232,28 +337,98 @@ def selection_key(val: dict, spec: TaskSpec) -> tuple:
     return (-val["mse"],) if spec.is_regression else (val["top1"], -val["loss"])
 
 
-def select_epoch(make_head, train: LabelledSequences, val: LabelledSequences, spec: TaskSpec, args, seed: int):
+def select_epoch(make_head, train: LabelledSequences, val: LabelledSequences, spec: TaskSpec, args, seed: int,
+                 epoch_steps: int | None = None):
     """Train a head with ``seed``; return it at the epoch with the best *validation* metric, the
-    per-epoch log and that epoch. Test data is deliberately not an argument."""
+    per-epoch log and that epoch. Test data is deliberately not an argument.
+
+    An epoch is ``epoch_steps`` optimizer steps (default: one pass over ``train``); a label
+    subset gets the full training split's steps per epoch, drawn from consecutive shuffled
+    passes, so it trains for as many steps with the same learning-rate schedule."""
     torch.manual_seed(seed)
     head = make_head().to(args.device)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_gamma)
+    steps = epoch_steps or steps_per_epoch(len(train), args.batch_size)
+    batches = batch_stream(train, args.batch_size, generator)
     log, best, best_key = [], None, None
     bar = tqdm(range(args.epochs), desc=f"{spec.dataset}/{spec.name} {args.probe} {args.backbone} seed {seed}",
                unit="epoch", leave=False, disable=None)  # on a terminal only, not in logs
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(head, train, optimizer, spec, args.batch_size, generator)
+        train_loss = train_steps(head, batches, steps, optimizer, spec)
         val_metrics = evaluate(head, val, spec)
-        log.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
+        log.append({"epoch": epoch, "lr": lr, "steps": steps, "train_loss": train_loss,
                     **{f"val_{k}": v for k, v in val_metrics.items()}})
         bar.set_postfix(loss=f"{train_loss:.3f}", **{f"val_{spec.metric}": f"{val_metrics[spec.metric]:.3f}"})
         key = selection_key(val_metrics, spec)
         if best_key is None or key > best_key:
             best_key, best = key, (epoch, {k: v.detach().clone() for k, v in head.state_dict().items()})
         scheduler.step()
+    head.load_state_dict(best[1])
+    return head, log, best[0]
+
+
+def fit_linear_lbfgs(z: torch.Tensor, y: torch.Tensor, num_outputs: int, regression: bool, weight_decay: float,
+                     tol: float, max_iter: int, init: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Minimise ``mean loss(z W^T + b, y) + weight_decay * ||W||^2`` (cross-entropy, or MSE on
+    ``y``; ``b`` not penalized) with full-batch L-BFGS in float64 until max |gradient| <= ``tol``
+    or ``max_iter`` iterations. Returns ``W, b`` and ``{iterations, grad_max, converged, loss}``."""
+    z = z.double()
+    W = torch.zeros(num_outputs, z.shape[1], dtype=torch.float64) if init is None else init[0].clone()
+    b = torch.zeros(num_outputs, dtype=torch.float64) if init is None else init[1].clone()
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    target = y.double() if regression else y.long()
+
+    def objective():
+        out = z @ W.T + b
+        loss = F.mse_loss(out[:, 0], target) if regression else F.cross_entropy(out, target)
+        return loss + weight_decay * W.pow(2).sum()
+
+    optimizer = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=0.0,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    loss = closure()
+    grad_max = float(torch.cat([W.grad.flatten(), b.grad.flatten()]).abs().max())
+    info = {"iterations": int(optimizer.state[W].get("n_iter", 0)), "grad_max": grad_max,
+            "converged": grad_max <= tol, "loss": float(loss.detach())}
+    return W.detach(), b.detach(), info
+
+
+def select_weight_decay(make_head, train: LabelledSequences, val: LabelledSequences, spec: TaskSpec, args,
+                        seed: int):
+    """The converged linear probe: for each ``--weight_decays`` value (largest first, each
+    warm-started from the previous solution) fit the standardized linear head to convergence
+    on ``train`` and evaluate it on *validation*; return the head of the best value, the log
+    (one entry per value) and its index. No randomness: ``seed`` only names the run."""
+    head = make_head().to(args.device)
+    z = (pooled(train).double() - head.feature_mean.double()) / head.feature_std.double()
+    y = train.labels
+    if spec.is_regression:
+        y = (y.double() - head.target_mean.double()) / head.target_std.double()
+    log, best, best_key, init = [], None, None, None
+    for i, wd in enumerate(sorted(args.weight_decays, reverse=True)):
+        W, b, info = fit_linear_lbfgs(z.cpu(), y.cpu(), spec.num_outputs, spec.is_regression, wd,
+                                      args.lbfgs_tol, args.lbfgs_max_iter, init)
+        init = (W, b)
+        with torch.no_grad():
+            head.head.weight.copy_(W.float())
+            head.head.bias.copy_(b.float())
+        val_metrics = evaluate(head, val, spec)
+        log.append({"epoch": i, "weight_decay": wd, **info, "train_loss": info["loss"],
+                    **{f"val_{k}": v for k, v in val_metrics.items()}})
+        key = selection_key(val_metrics, spec)
+        if best_key is None or key > best_key:
+            best_key, best = key, (i, {k: v.detach().clone() for k, v in head.state_dict().items()})
     head.load_state_dict(best[1])
     return head, log, best[0]
 
@@ -267,12 +442,26 @@ def trivial_baseline(train_y: np.ndarray, test_y: np.ndarray, spec: TaskSpec) ->
 
 # --- one run --------------------------------------------------------------------------------------
 def run_identity(args, ann, store, encoder) -> str:
+    spec = ann.spec
+    solver = solver_of(args, spec)
     cfg = {k: getattr(args, k) for k in ("dataset", "probe", "backbone", "split_seed", "bf_split", "num_patches",
-                                          "window_stride", "probe_heads", "probe_dim", "epochs", "batch_size",
-                                          "lr", "lr_gamma")}
-    cfg.update(task=ann.spec.name, amp=str(amp_dtype(args)) if encoder else None,
+                                          "window_stride", "probe_heads", "probe_dim")
+           + (("epochs", "batch_size", "lr", "lr_gamma") if solver == "adam" else ())}
+    cfg.update(task=spec.name, amp=str(amp_dtype(args)) if encoder else None,
                annotations=ann.sources, stores=[str(r.resolve()) for r in store.roots],
                checkpoint_sha256=encoder and encoder["sha256"])
+    # settings added later enter the identity only when they change the run, so the runs of the
+    # paper's protocol keep their ids
+    default_positions = positions_of(argparse.Namespace(**{**vars(args), "probe_positions": None}), spec)
+    if positions_of(args, spec) != default_positions:
+        cfg["positions"] = positions_of(args, spec)
+    if solver == "lbfgs":
+        cfg.update(solver=solver, weight_decays=sorted(args.weight_decays), lbfgs_tol=args.lbfgs_tol,
+                   lbfgs_max_iter=args.lbfgs_max_iter)
+    if args.label_fraction != 1.0:
+        cfg["label_fraction"] = args.label_fraction
+    if spec.is_regression:
+        cfg["regression_head"] = "standardized"  # not the results of the earlier unstandardized head
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{args.dataset}-{ann.spec.name}-{args.probe}-{args.backbone}-{digest}"
 
@@ -294,12 +483,21 @@ def _run(args) -> list[dict]:
             raise ProbeError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if not args.lr > 0 or not 0 < args.lr_gamma <= 1:
         raise ProbeError(f"need --lr > 0 and 0 < --lr_gamma <= 1, got {args.lr} and {args.lr_gamma}")
-    if args.probe_dim and args.backbone != "none":
-        raise ProbeError("--probe_dim applies to --backbone none only (the LV-MAE probe works at the encoder width)")
+    if args.probe_dim and args.backbone != "none" and args.probe_positions != "own":
+        raise ProbeError("--probe_dim applies to the probe's own [CLS] only (--backbone none or --probe_positions "
+                         "own); the LV-MAE probe over the encoder's [CLS] works at the encoder width")
+    if not 0.0 < args.label_fraction <= 1.0:
+        raise ProbeError(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
+    if args.solver == "lbfgs" and (not args.weight_decays or min(args.weight_decays) < 0 or not args.lbfgs_tol > 0
+                                   or args.lbfgs_max_iter < 1):
+        raise ProbeError("--solver lbfgs needs --weight_decays >= 0, --lbfgs_tol > 0 and --lbfgs_max_iter >= 1")
     t0 = time.time()
     annotations = str(Path(args.annotations).resolve()) if args.annotations else None  # run ids independent of cwd
     ann = load_annotations(args.dataset, args.task, annotations, args.split_seed, args.bf_split)
     spec = ann.spec
+    if args.solver == "lbfgs" and solver_of(args, spec) != "lbfgs":
+        raise ProbeError("--solver lbfgs fits the linear heads (test_lp.py, or a regression task); the attentive "
+                         f"probe of the classification task {spec.name!r} trains with Adam")
     store = EmbeddingStore(args.data_path)
     encoder = load_encoder(args, store)
     used, skipped = ann.in_store(store, store_name=f"the store {', '.join(map(str, store.roots))}")
@@ -340,8 +538,13 @@ def _run(args) -> list[dict]:
         "counts": {**counts, "skipped_per_split": {s: len(v) for s, v in skipped.items()}}, "cache": cache,
         "chance": spec.chance,
         "trivial_test": trivial_baseline(data["train"].labels.cpu().numpy(), data["test"].labels.cpu().numpy(), spec),
+        "positions": positions_of(args, spec), "solver": solver_of(args, spec), "setting": setting_of(args, spec),
+        "label_fraction": args.label_fraction,
     }
-    results = []
+    solver = solver_of(args, spec)
+    fit = select_weight_decay if solver == "lbfgs" else select_epoch
+    epoch_steps = steps_per_epoch(len(data["train"]), args.batch_size)  # a full-label epoch, also for subsets
+    results, rows, deterministic_fit = [], [], None
     for seed in range(args.seeds):
         path = run_dir / f"seed{seed}.json"
         if args.resume and path.is_file():
@@ -349,27 +552,50 @@ def _run(args) -> list[dict]:
             print(f"[{run_id}] seed {seed}: resumed from {path}")
         else:
             t = time.time()
-            head, log, epoch = select_epoch(lambda: build_head(args, spec, dim, encoder), data["train"],
-                                            data["val"], spec, args, seed)
-            test = evaluate(head, data["test"], spec)
+            train = data["train"]
+            if args.label_fraction < 1.0:
+                train = train.subset(stratified_subset(train.labels.cpu().numpy(), args.label_fraction, seed,
+                                                       regression=spec.is_regression))
+            kwargs = {} if solver == "lbfgs" else {"epoch_steps": epoch_steps}
+            if deterministic_fit is not None:  # L-BFGS on all labels: every seed fits the same head
+                head, log, epoch = deterministic_fit
+            else:
+                head, log, epoch = fit(lambda: build_head(args, spec, dim, encoder, train), train,
+                                       data["val"], spec, args, seed, **kwargs)
+                if solver == "lbfgs" and args.label_fraction == 1.0:
+                    deterministic_fit = head, log, epoch
+            test = evaluate(head, data["test"], spec, per_video=True)
+            test_scores = test.pop("scores")
             result = {**common, "seed": seed, "epochs": log, "selected_epoch": epoch,
                       "val": {k[4:]: v for k, v in log[epoch].items() if k.startswith("val_")},
-                      "test": test, "train_time_s": time.time() - t}
+                      "test": test, "train_time_s": time.time() - t,
+                      "counts": {**common["counts"], "n_train": len(train), "n_train_split": len(data["train"])},
+                      "train_ids": train.video_ids if len(train) < len(data["train"]) else "all",
+                      "test_scores": test_scores}
             atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
         if not (args.resume and has_row(output_dir / "results.csv", run_id, seed)):
             write_row(output_dir / "results.csv", results_row(result, path))
         results.append(result)
+        rows.append((result, path))
         print(f"[{run_id}] seed {seed}: val {spec.metric} {result['val'][spec.metric]:.3f} at epoch "
               f"{result['selected_epoch']}, test {spec.metric} {result['test'][spec.metric]:.3f}")
     values = np.array([r["test"][spec.metric] for r in results])
+    interval = None
+    if all("test_scores" in r for r in results):  # results of older versions lack the per-video scores
+        interval = bootstrap_interval(np.array([r["test_scores"] for r in results]))
+        for result, path in rows:
+            write_row(output_dir / "results.csv", results_row(result, path, interval))
     print(json.dumps({"run_id": run_id, "dataset": args.dataset, "task": spec.name, "probe": args.probe,
-                      "backbone": args.backbone, "metric": spec.metric, "mean": float(values.mean()),
-                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "seeds": len(values),
-                      **counts, "trivial_test": common["trivial_test"], "time_s": round(time.time() - t0, 2)}))
+                      "backbone": args.backbone, "setting": common["setting"],
+                      "label_fraction": args.label_fraction, "metric": spec.metric, "mean": float(values.mean()),
+                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                      "ci95": None if interval is None else [round(v, 4) for v in interval], "seeds": len(values),
+                      **counts, "n_trained": sorted({r["counts"]["n_train"] for r in results}),
+                      "trivial_test": common["trivial_test"], "time_s": round(time.time() - t0, 2)}))
     return results
 
 
-def results_row(result: dict, path: Path) -> dict:
+def results_row(result: dict, path: Path, interval: tuple[float, float] | None = None) -> dict:
     ckpt = result["checkpoint"] or {}
     chance = result["chance"]
     if chance is not None and result["metric"] == "top1":
@@ -377,8 +603,13 @@ def results_row(result: dict, path: Path) -> dict:
     return {"run_id": result["run_id"], "dataset": result["dataset"], "task": result["task"],
             "probe": result["probe"], "backbone": result["backbone"], "encoder": result["encoder"],
             "masking": ckpt.get("masking", ""), "mask_ratio": ckpt.get("mask_ratio", ""),
-            "depth": (ckpt.get("model_config") or {}).get("depth", ""), "seed": result["seed"],
-            "metric": result["metric"], "value": result["test"][result["metric"]],
+            "depth": (ckpt.get("model_config") or {}).get("depth", ""),
+            "positions": result.get("positions", ""), "solver": result.get("solver", "adam"),
+            "lr": result["config"]["lr"] if result.get("solver", "adam") == "adam" else "",
+            "weight_decay": result["epochs"][result["selected_epoch"]].get("weight_decay", ""),
+            "label_fraction": result.get("label_fraction", 1.0), "setting": result.get("setting", ""),
+            "seed": result["seed"], "metric": result["metric"], "value": result["test"][result["metric"]],
+            "ci_low": "" if interval is None else interval[0], "ci_high": "" if interval is None else interval[1],
             "selected_epoch": result["selected_epoch"], "epochs": len(result["epochs"]),
             "chance": "" if chance is None else chance, "trivial": result.get("trivial_test", ""),
             "n_train": result["counts"]["n_train"],

@@ -8,9 +8,13 @@ average it in or mask it out by an index slip.
 - :class:`AttentiveProbe`: one transformer block over ``[CLS]`` + tokens with a key-padding
   mask, LayerNorm, Linear on the ``[CLS]`` position. ``own_cls=True`` is the raw-embedding
   baseline (``--backbone none``): raw segment embeddings have no ``[CLS]`` and no notion of
-  position, so the probe brings a learnable ``[CLS]`` and fixed sin-cos positions.
+  position, so the probe brings a learnable ``[CLS]`` and fixed sin-cos positions. The same
+  treatment can be given to LV-MAE tokens (``--probe_positions own``), and the positions can be
+  left out of it (``positions=False``: an order-blind control on raw embeddings).
 - :class:`LinearProbe`: mean over the valid segment tokens (never ``[CLS]``, never padding),
-  Linear. With one output it is the regression head of the LVU like-ratio / view-count tasks.
+  optionally standardized with training statistics, Linear. With one output it is the
+  regression head (LVU like ratio / view count, synthetic pace), whose targets are standardized
+  with training statistics and whose outputs are in the task's units.
 """
 from __future__ import annotations
 
@@ -32,12 +36,40 @@ def masked_mean(tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
 
 
 class LinearProbe(nn.Module):
+    """``target_mean + target_std * Linear((mean(tokens) - feature_mean) / feature_std)``.
+
+    The statistics are buffers (identity until :meth:`standardize` sets them), so a saved head
+    carries the training statistics it was fitted with and always answers in the task's units."""
+
     def __init__(self, in_dim: int, num_outputs: int):
         super().__init__()
         self.head = nn.Linear(in_dim, num_outputs)
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    @torch.no_grad()
+    def standardize(self, features: torch.Tensor, targets: torch.Tensor | None = None, eps: float = 1e-6):
+        """Set the statistics from training ``features [N, in_dim]`` (the pooled inputs) and,
+        for regression, training ``targets [N]``. A constant coordinate keeps scale 1."""
+        f = features.double()
+        std = f.std(0, unbiased=False)
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(torch.where(std > eps, std, torch.ones_like(std)))
+        if targets is not None:
+            t = targets.double()
+            tstd = float(t.std(unbiased=False))
+            self.target_mean.fill_(float(t.mean()))
+            self.target_std.fill_(tstd if tstd > eps else 1.0)
+        return self
+
+    def pooled(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The standardized mean of the valid tokens: the linear layer's input."""
+        return (masked_mean(tokens, pad) - self.feature_mean) / self.feature_std
 
     def forward(self, cls: torch.Tensor | None, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        return self.head(masked_mean(tokens, pad))
+        return self.head(self.pooled(tokens, pad)) * self.target_std + self.target_mean
 
 
 class AttentiveProbe(nn.Module):
@@ -49,18 +81,25 @@ class AttentiveProbe(nn.Module):
     learnable ``[CLS]`` is prepended. The LayerNorm puts content on the positions' scale
     (unit-norm CLIP-style vectors have per-coordinate RMS ``1/sqrt(D)``, sin-cos rows RMS
     ``1/sqrt(2)``): without it the positions would drown the content at initialisation.
+    ``positions`` (default: ``own_cls``) adds the sin-cos positions in that path; without them
+    the probe is a function of the set of tokens (the order-blind control). The path is the same
+    for any tokens: ``own_cls=True`` over LV-MAE tokens is ``--probe_positions own``, where the
+    encoder's ``[CLS]`` is not used.
     """
 
     def __init__(self, in_dim: int, num_outputs: int, num_heads: int, own_cls: bool = False,
-                 width: int | None = None, mlp_ratio: float = 4.0):
+                 width: int | None = None, mlp_ratio: float = 4.0, positions: bool | None = None):
         super().__init__()
         width = width or in_dim
+        positions = own_cls if positions is None else positions
         if not own_cls and width != in_dim:
             raise ValueError("the attentive probe over encoder tokens works at the encoder width")
+        if positions and not own_cls:
+            raise ValueError("the probe adds positions only with its own [CLS] (own_cls=True)")
         if width % num_heads:
             raise ValueError(f"probe width {width} is not divisible by --probe_heads {num_heads}")
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        self.own_cls, self.width = own_cls, width
+        self.own_cls, self.positions, self.width = own_cls, positions, width
         if own_cls:
             self.embed = nn.Sequential(nn.Linear(in_dim, width), norm_layer(width))
             self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -74,8 +113,9 @@ class AttentiveProbe(nn.Module):
         # Zero-fill padding: a masked key still multiplies its value by 0, and 0 * NaN = NaN.
         tokens = tokens.masked_fill(pad[..., None], 0.0)
         if self.own_cls:
-            pos = get_1d_sincos_pos_embed(self.width, L, device=tokens.device).to(tokens.dtype)
-            tokens = self.embed(tokens) + pos
+            tokens = self.embed(tokens)
+            if self.positions:
+                tokens = tokens + get_1d_sincos_pos_embed(self.width, L, device=tokens.device).to(tokens.dtype)
             first = self.cls_token.expand(B, -1, -1)
         else:
             first = cls[:, None]

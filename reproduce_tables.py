@@ -33,8 +33,14 @@ from util.probe_results import ResultsError, read_csv
 LVU_CLS = ["director", "genre", "writer", "year", "scene", "way_speaking", "relationship"]
 LVU_REG = ["like_ratio", "view_count"]
 LVU_HEAD = ["Dir.", "Genre", "Writer", "Year", "Scene", "Speak", "Rel."]
-VARIANT = ["encoder", "backbone", "probe", "masking", "depth", "checkpoint_sha256"]
-TABLES = ("1", "2", "3", "4", "8", "synthetic")
+# the checkpoint's variant, then the head's (columns of newer results files; older files read as
+# the paper's protocol with all labels)
+VARIANT = ["encoder", "backbone", "probe", "masking", "depth", "checkpoint_sha256",
+           "positions", "solver", "lr", "label_fraction"]
+HEAD_COLUMNS = {"positions": "", "solver": "adam", "lr": "", "label_fraction": "1.0", "setting": "",
+                "ci_low": "", "ci_high": ""}
+PAPER_LR = {"ap": "0.001", "lp": "0.0001"}  # Table 7 (attentive), Table 6 (linear)
+TABLES = ("1", "2", "3", "4", "8", "synthetic", "label_efficiency")
 
 # --- the paper's numbers, as printed (strings keep the paper's digits; FB = frozen backbone) ------
 def _rows(text: str) -> list[tuple[str, list[str]]]:
@@ -113,7 +119,11 @@ def get_args_parser():
     p = argparse.ArgumentParser("Paper tables from probe results", add_help=False)
     p.add_argument("results", nargs="+", help="results.csv files, or folders holding one")
     p.add_argument("--out", default=None, type=output_file, help="also write the Markdown to this file")
-    p.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES, help="which tables to render")
+    p.add_argument("--tables", nargs="+", default=[t for t in TABLES if t != "label_efficiency"], choices=TABLES,
+                   help="which tables to render")
+    p.add_argument("--plot", default=None, type=output_file,
+                   help="also draw the label-efficiency curves (tasks probed with several --label_fraction) "
+                        "to this PNG")
     return p
 
 
@@ -126,15 +136,19 @@ def load_results(paths) -> pd.DataFrame:
             raise ResultsError(f"no results file at {f} (give results.csv or the --output_dir of a probe)")
         df = read_csv(f, dtype=str, keep_default_na=False)
         missing = [c for c in ["run_id", "dataset", "task", "probe", "backbone", "seed", "metric", "value", "time"]
-                   + VARIANT if c not in df.columns]
+                   + [c for c in VARIANT if c not in HEAD_COLUMNS] if c not in df.columns]
         if missing:
             raise ResultsError(f"{f} is not a probe results file: it lacks the columns {missing}")
+        for col, default in HEAD_COLUMNS.items():
+            df[col] = df[col].replace("", default) if col in df.columns else default
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["seed"] = df["seed"].astype(int)
-    for col in ("chance", "trivial"):
+    for col in ("chance", "trivial", "ci_low", "ci_high"):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+    df["lr"] = [f"{float(x):g}" if x else "" for x in df["lr"]]  # one spelling per value
+    df["label_fraction"] = [f"{float(x):g}" for x in df["label_fraction"]]
     return latest_runs(df.dropna(subset=["value"]))
 
 
@@ -158,36 +172,81 @@ def family(encoder: str) -> str:
     return encoder
 
 
-def variant_label(v: dict) -> str:
+def is_paper_protocol(v: dict) -> bool:
+    """The head of App. 8 with Table 6 / 7's optimiser and all training labels."""
+    default_positions = {"none": "own", "lvmae": "none"}[v["backbone"]] if v["probe"] == "ap" else ""
+    return (v["positions"] in ("", default_positions) and v["solver"] == "adam"
+            and v["lr"] in ("", PAPER_LR.get(v["probe"], "")) and float(v["label_fraction"]) == 1.0)
+
+
+def head_setting(df: pd.DataFrame, v: dict) -> str:
+    """The engine's description of the variant's head (of its classification rows if any)."""
+    sel = rows_of(df, v, None)
+    sel = sel.sort_values("metric", key=lambda m: m != "top1", kind="stable")
+    return str(sel.setting.iloc[0]) if len(sel) and "setting" in sel else ""
+
+
+def fraction_label(v: dict) -> str:
+    return f"{100 * float(v['label_fraction']):g}%"
+
+
+def variant_label(v: dict, df: pd.DataFrame | None = None) -> str:
     probe = "AP" if v["probe"] == "ap" else "LP"
+    extra = ""
+    if df is not None and not is_paper_protocol(v):
+        extra = f"; {head_setting(df, v) or 'non-default head'}" + (
+            f"; {fraction_label(v)} of the labels" if float(v["label_fraction"]) < 1 else "")
     if v["backbone"] == "none":
-        return f"{family(v['encoder'])}-Baseline ({probe}, raw embeddings) — ours"
+        return f"{family(v['encoder'])}-Baseline ({probe}, raw embeddings{extra}) — ours"
     bits = [probe, v["masking"] or "masking ?", f"depth {v['depth']}" if v["depth"] else "depth ?"]
-    return f"LV-MAE {family(v['encoder'])} ({', '.join(bits)}) — ours"
+    return f"LV-MAE {family(v['encoder'])} ({', '.join(bits)}{extra}) — ours"
+
+
+def probe_name(v: dict, df: pd.DataFrame) -> str:
+    """``AP`` / ``LP``, with the head setting and label fraction when not the paper's protocol."""
+    name = v["probe"].upper()
+    if is_paper_protocol(v):
+        return name
+    frac = f", {fraction_label(v)} labels" if float(v["label_fraction"]) < 1 else ""
+    return f"{name} ({head_setting(df, v)}{frac})"
 
 
 def variants(df: pd.DataFrame, **where) -> list[dict]:
+    """Distinct variants of the selected rows. Heads without attention (linear, regression) record
+    no positional setting; such a key is dropped where the same run also has a positional setting
+    (the regression task of an attentive sweep belongs to each of its positional variants)."""
     sel = df
     for k, v in where.items():
         sel = sel[sel[k].isin(v if isinstance(v, (list, tuple)) else [v])]
-    keys = sel[VARIANT].drop_duplicates().sort_values(["backbone", "encoder", "probe", "masking", "depth"],
-                                                    ascending=[False, True, True, True, True])
-    return keys.to_dict("records")
+    keys = sel[VARIANT].drop_duplicates()
+    others = [c for c in VARIANT if c != "positions"]
+    positioned = keys[keys.positions != ""][others].drop_duplicates()
+    blank = keys[keys.positions == ""].merge(positioned.assign(_has=True), on=others, how="left")
+    keys = pd.concat([keys[keys.positions != ""], blank[blank._has.isna()].drop(columns="_has")])
+    keys = keys.assign(_fraction=keys.label_fraction.astype(float)).sort_values(
+        ["backbone", "encoder", "probe", "masking", "depth", "positions", "solver", "lr", "_fraction"],
+        ascending=[False, True, True, True, True, False, True, True, False])
+    return keys.drop(columns="_fraction").to_dict("records")
 
 
-def rows_of(df: pd.DataFrame, v: dict, dataset: str) -> pd.DataFrame:
-    sel = df[df.dataset == dataset]
+def rows_of(df: pd.DataFrame, v: dict, dataset: str | None) -> pd.DataFrame:
+    """The variant's rows (of ``dataset``); rows without a positional setting (linear and
+    regression heads) belong to every positional setting of their variant."""
+    sel = df if dataset is None else df[df.dataset == dataset]
     for k in VARIANT:
-        sel = sel[sel[k] == v[k]]
+        sel = sel[(sel[k] == v[k]) | (sel[k] == "")] if k == "positions" else sel[sel[k] == v[k]]
     return sel
 
 
-def fmt(values, metric: str, n_expected: int | None = None) -> str:
+def fmt(values, metric: str, n_expected: int | None = None, interval=None) -> str:
+    """``mean ± std`` over seeds, then the bootstrap interval ``[lo, hi]`` if given."""
     values = np.asarray(values, dtype=np.float64)
     if not len(values):
         return "–"
     nd = 3 if metric == "mse" else 2
     text = f"{values.mean():.{nd}f}" + (f" ± {values.std(ddof=1):.{nd}f}" if len(values) > 1 else "")
+    if interval is not None and np.all(np.isfinite(interval)):
+        text += f" [{interval[0]:.{nd - 1}f}, {interval[1]:.{nd - 1}f}]"
     if n_expected is not None and len(values) != n_expected:
         text += f" (n={len(values)})"
     return text
@@ -197,10 +256,11 @@ def seeds_of(df: pd.DataFrame) -> int:
     return int(df.groupby(["run_id"])["seed"].nunique().max()) if len(df) else 0
 
 
-def cell(df: pd.DataFrame, v: dict, dataset: str, task: str, n: int | None = None) -> str:
+def cell(df: pd.DataFrame, v: dict, dataset: str, task: str, n: int | None = None, interval: bool = False) -> str:
     sel = rows_of(df, v, dataset)
     sel = sel[sel.task == task]
-    return fmt(sel.value, sel.metric.iloc[0] if len(sel) else "top1", n)
+    ci = (sel.ci_low.iloc[0], sel.ci_high.iloc[0]) if interval and len(sel) else None
+    return fmt(sel.value, sel.metric.iloc[0] if len(sel) else "top1", n, ci)
 
 
 def lvu_average(df: pd.DataFrame, v: dict) -> np.ndarray:
@@ -236,7 +296,7 @@ def table1(df: pd.DataFrame) -> str:
                      *map(pub, nums[8:])])
     for v in variants(df[df.dataset == "lvu"], probe="ap"):
         n = seeds_of(rows_of(df, v, "lvu"))
-        rows.append([variant_label(v), "✓", *(cell(df, v, "lvu", t, n) for t in LVU_CLS),
+        rows.append([variant_label(v, df), "✓", *(cell(df, v, "lvu", t, n) for t in LVU_CLS),
                      fmt(lvu_average(df, v), "top1"), *(cell(df, v, "lvu", t, n) for t in LVU_REG)])
     return ("### Table 1 — LVU (top-1 %, like ratio / views: MSE)\n\n" + md_table(header, rows)
             + "\n\nOurs: attentive-probe runs; like ratio and views use the mean-pool linear regression head "
@@ -251,7 +311,7 @@ def table2(df: pd.DataFrame) -> str:
         rows.append([f"{name} (paper)", "✗" if tag is None else "✓", *(pub(x, tag) for x in nums)])
     sub = df[df.dataset.isin(["breakfast", "coin"])]
     for v in variants(sub, probe="ap"):
-        rows.append([variant_label(v), "✓", cell(df, v, "breakfast", "activity"), cell(df, v, "coin", "task")])
+        rows.append([variant_label(v, df), "✓", cell(df, v, "breakfast", "activity"), cell(df, v, "coin", "task")])
     return "### Table 2 — Breakfast and COIN (top-1 %)\n\n" + md_table(header, rows)
 
 
@@ -272,11 +332,12 @@ def table3(df: pd.DataFrame) -> str:
             if v:
                 matched.add(tuple(v.values()))
             depth = v["depth"] if v else "32 (paper)"
-            rows.append([probe.upper(), masking, fam, depth, lvu, o[0], bf, o[1], coin, o[2]])
+            rows.append([probe_name(v, df) if v else probe.upper(), masking, fam, depth, lvu, o[0], bf, o[1], coin,
+                         o[2]])
     for v in ours:
         if tuple(v.values()) not in matched:
             o = _ours_avg_bf_coin(df, v)
-            rows.append([v["probe"].upper(), v["masking"] or "?", family(v["encoder"]), v["depth"], "–", o[0], "–",
+            rows.append([probe_name(v, df), v["masking"] or "?", family(v["encoder"]), v["depth"], "–", o[0], "–",
                          o[1], "–", o[2]])
     return "### Table 3 — linear vs attentive probing × masking (top-1 %)\n\n" + md_table(header, rows)
 
@@ -294,6 +355,8 @@ def table4(df: pd.DataFrame) -> str:
         for v in hits or [None]:
             o = _ours_avg_bf_coin(df, v) if v else ["–"] * 3
             who = f"{family(v['encoder'])}, {v['masking'] or '?'}" if v else "–"
+            if v and not is_paper_protocol(v):
+                who += f" ({probe_name(v, df)})"
             rows.append([d, who, p[0], o[0], p[1], o[1], p[2], o[2]])
     return ("### Table 4 — encoder depth (attentive probing, top-1 %)\n\n" + md_table(header, rows)
             + "\n\nPaper: LanguageBind, semantic masking (depth 32 = T3 AP semantic).")
@@ -308,7 +371,7 @@ def table8(df: pd.DataFrame) -> str:
                      *map(pub, nums)])
     for v in variants(df[df.dataset == "lvu"], backbone="lvmae"):
         n = seeds_of(rows_of(df, v, "lvu"))
-        rows.append([variant_label(v), v["masking"] or "?", *(cell(df, v, "lvu", t, n) for t in LVU_CLS),
+        rows.append([variant_label(v, df), v["masking"] or "?", *(cell(df, v, "lvu", t, n) for t in LVU_CLS),
                      fmt(lvu_average(df, v), "top1")])
     return "### Table 8 — LVU per task, LP / AP × masking (top-1 %)\n\n" + md_table(header, rows)
 
@@ -319,41 +382,148 @@ def table_synthetic(df: pd.DataFrame) -> str:
         return "### Task-layout datasets (synthetic / user)\n\nNo results with --dataset synthetic."
     tasks = sorted(sub.task.unique())
     metric = {t: sub[sub.task == t].metric.iloc[0] for t in tasks}
-    header = ["Backbone", "Probe", *[f"{t} ({'top-1 %' if metric[t] == 'top1' else 'MSE ↓'})" for t in tasks],
-              "seeds"]
+    header = ["Backbone", "Probe", "labels", *[f"{t} ({'top-1 %' if metric[t] == 'top1' else 'MSE ↓'})"
+                                                for t in tasks], "seeds"]
     rows = []
     for enc in sorted(sub.encoder.unique()):
-        for v in variants(sub[sub.encoder == enc]):
+        found = variants(sub[sub.encoder == enc])
+        # the two backbones side by side, 100% before fewer labels
+        found.sort(key=lambda v: (v["probe"], {"own": 0, "none": 1}.get(v["positions"], 2), v["solver"],
+                                  float(v["lr"] or 0), -float(v["label_fraction"]), v["backbone"] != "none"))
+        for v in found:
             backbone = ("raw embeddings (baseline)" if v["backbone"] == "none"
                         else f"LV-MAE (depth {v['depth']}, {v['masking'] or 'masking ?'})")
             n = seeds_of(rows_of(df, v, "synthetic"))
-            rows.append([backbone, v["probe"].upper(), *(cell(df, v, "synthetic", t, n) for t in tasks), n])
+            setting = head_setting(sub, v)
+            probe = v["probe"].upper() + (f": {setting}" if setting else "")
+            rows.append([backbone, probe, fraction_label(v),
+                         *(cell(df, v, "synthetic", t, n, interval=True) for t in tasks), n])
         for name, col in (("chance", "chance"), ("trivial: training majority class / mean", "trivial")):
             ref = [sub[(sub.task == t) & (sub.encoder == enc)][col].dropna() for t in tasks]
-            rows.append([name, "", *(fmt(c.iloc[:1], metric[t]) for c, t in zip(ref, tasks)), ""])
-    return ("### Task-layout datasets (synthetic / user): LV-MAE vs raw baseline, mean ± std over seeds\n\n"
-            + md_table(header, rows) + f"\n\nEncoder(s): {', '.join(sorted(sub.encoder.unique()))}. Regression "
-            "tasks use the mean-pool linear head in both probes. chance: the task's (tasks.json; for regression the "
+            rows.append([name, "", "", *(fmt(c.iloc[:1], metric[t]) for c, t in zip(ref, tasks)), ""])
+    return ("### Task-layout datasets (synthetic / user): LV-MAE vs raw baseline\n\n"
+            + md_table(header, rows) + f"\n\nEncoder(s): {', '.join(sorted(sub.encoder.unique()))}. Cells: mean ± "
+            "std over seeds [95% bootstrap interval over test videos of that mean]. Regression tasks use the "
+            "mean-pool linear head (standardized features and targets) in both probes, so their cells repeat across "
+            "an attentive sweep's positional settings. labels: the fraction of the training videos used (seeded, "
+            "stratified, per seed; validation and test unchanged). chance: the task's (tasks.json; for regression the "
             "variance of the target); trivial: the test metric of always predicting the training majority class / "
             "mean.")
 
 
-RENDER = {"1": table1, "2": table2, "3": table3, "4": table4, "8": table8, "synthetic": table_synthetic}
+def label_efficiency_data(df: pd.DataFrame) -> list[tuple]:
+    """Per (dataset, task, encoder) with more than one label fraction: the variants without their
+    fraction, each with ``{fraction: rows}``."""
+    out = []
+    for (dataset, task, enc), sub in df.groupby(["dataset", "task", "encoder"], sort=True):
+        if sub.label_fraction.nunique() < 2:
+            continue
+        curves = {}
+        for v in variants(sub):
+            key = tuple((k, v[k]) for k in VARIANT if k != "label_fraction")
+            curves.setdefault(key, {})[float(v["label_fraction"])] = (v, rows_of(sub, v, dataset))
+        curves = {k: c for k, c in curves.items() if len(c) > 1}  # a setting run with one fraction is no curve
+        if curves:
+            out.append((dataset, task, enc, sub.metric.iloc[0], curves))
+    return out
+
+
+def curve_label(sub: pd.DataFrame, v: dict) -> str:
+    backbone = "raw" if v["backbone"] == "none" else f"LV-MAE (depth {v['depth']})"
+    return f"{backbone}, {v['probe'].upper()}: {head_setting(sub, v) or v['probe']}"
+
+
+def table_label_efficiency(df: pd.DataFrame) -> str:
+    parts = []
+    for dataset, task, enc, metric, curves in label_efficiency_data(df):
+        fractions = sorted({f for c in curves.values() for f in c})
+        header = ["Backbone, probe", *[f"{100 * f:g}% labels" for f in fractions]]
+        rows = []
+        sub = df[(df.dataset == dataset) & (df.task == task) & (df.encoder == enc)]
+        for curve in curves.values():
+            v0 = next(iter(curve.values()))[0]
+            cells = []
+            for f in fractions:
+                if f not in curve:
+                    cells.append("–")
+                    continue
+                v, sel = curve[f]
+                cells.append(fmt(sel.value, metric, None, (sel.ci_low.iloc[0], sel.ci_high.iloc[0])))
+            rows.append([curve_label(sub, v0), *cells])
+        n_train = {f: int(pd.to_numeric(r[1].n_train, errors="coerce").median())
+                   for c in curves.values() for f, r in c.items() if len(r)}
+        rows.append(["training videos", *[str(n_train.get(f, "–")) for f in fractions]])
+        parts.append(f"### Label efficiency — {dataset} / {task} ({'top-1 %' if metric == 'top1' else 'MSE ↓'}; "
+                     f"{enc})\n\n" + md_table(header, rows))
+    if not parts:
+        return "### Label efficiency\n\nNo task was probed with more than one --label_fraction."
+    return ("\n\n".join(parts) + "\n\nEach fraction: a seeded stratified subset of the training videos per seed "
+            "(by class; regression by target decile), validation and test unchanged, trained for as many optimizer "
+            "steps as the full-label run. Cells: mean ± std over seeds [95% bootstrap interval over test videos].")
+
+
+def plot_label_efficiency(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """The label-efficiency curves as a PNG (one panel per task; error bars: the bootstrap
+    interval). Written atomically; ``None`` if no task has more than one fraction."""
+    data = label_efficiency_data(df)
+    if not data:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 4), squeeze=False)
+    for ax, (dataset, task, enc, metric, curves) in zip(axes[0], data):
+        sub = df[(df.dataset == dataset) & (df.task == task) & (df.encoder == enc)]
+        for curve in curves.values():
+            fs = sorted(curve)
+            mean = np.array([curve[f][1].value.mean() for f in fs])
+            lo = np.array([curve[f][1].ci_low.iloc[0] for f in fs])
+            hi = np.array([curve[f][1].ci_high.iloc[0] for f in fs])
+            err = np.vstack([mean - lo, hi - mean]) if np.isfinite(lo).all() and np.isfinite(hi).all() else None
+            ax.errorbar([100 * f for f in fs], mean, yerr=err, marker="o", capsize=3,
+                        label=curve_label(sub, next(iter(curve.values()))[0]))
+        ax.set_xscale("log")
+        ticks = sorted({100 * f for c in curves.values() for f in c})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training labels (%)")
+        ax.set_ylabel("test top-1 (%)" if metric == "top1" else "test MSE")
+        ax.set_title(f"{dataset} / {task}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+RENDER = {"1": table1, "2": table2, "3": table3, "4": table4, "8": table8, "synthetic": table_synthetic,
+          "label_efficiency": table_label_efficiency}
 
 
 def render(df: pd.DataFrame, tables=TABLES) -> str:
     body = "\n\n".join(RENDER[t](df) for t in tables)
-    return body + "\n\nOurs: mean ± sample std over seeds (n shown where a cell has fewer seeds than its row).\n"
+    return body + ("\n\nOurs: mean ± sample std over seeds (n shown where a cell has fewer seeds than its row); "
+                   "[lo, hi]: 95% bootstrap interval over test videos.\n")
 
 
 def main(argv=None) -> str:
     parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
-    text = render(load_results(args.results), args.tables)
+    df = load_results(args.results)
+    text = render(df, args.tables)
     print(text)
     if args.out:
         atomic_write_text(args.out, text)
+    if args.plot:
+        written = plot_label_efficiency(df, args.plot)
+        print(f"label-efficiency plot: {written}" if written else
+              f"no label-efficiency plot ({args.plot}): no task was probed with more than one --label_fraction")
     return text
 
 

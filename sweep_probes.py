@@ -7,10 +7,18 @@ one ``<output_dir>/results.csv``; then the paper's tables (``<output_dir>/tables
         --coin stores/coin_languagebind --coin_annotations annotations/COIN.json \\
         --breakfast stores/breakfast_languagebind --breakfast_annotations annotations/breakfast
     python sweep_probes.py --checkpoint demo_out/pretrain/checkpoint-last.pth --output_dir demo_out/probe \\
-        --synthetic demo_out/synthetic/benchmark --synthetic_annotations demo_out/synthetic/tasks --seeds 3
+        --synthetic demo_out/corpus/benchmark --synthetic_annotations demo_out/corpus/tasks --seeds 3
+
+The label-efficiency study (every run once per fraction of the training labels; the table
+and ``<output_dir>/label_efficiency.png``):
+
+    python sweep_probes.py --checkpoint demo_out/pretrain/checkpoint-last.pth --output_dir le \\
+        --synthetic demo_out/corpus/benchmark --synthetic_annotations demo_out/corpus/tasks --seeds 3 \\
+        --tasks grammar --probes ap --probe_positions own --label_fractions 0.05 0.1 0.25 1
 
 Flags this script does not know are passed to every probe run (e.g. ``--num_threads 1``,
-``--device cuda``, ``--epochs 5``). A rerun continues where an interrupted sweep stopped
+``--device cuda``, ``--epochs 5``, ``--probe_positions own``, ``--solver lbfgs``,
+``--label_fraction 0.1``; no abbreviations). A rerun continues where an interrupted sweep stopped
 (``--resume auto`` for every run; ``--no_resume`` retrains). A run that fails (e.g. a task with
 no video in its store) is reported and the sweep goes on; the exit status is 1 if any failed.
 """
@@ -25,7 +33,7 @@ import engine_probe
 import reproduce_tables
 from datasets.benchmarks import tasks_of
 from datasets.labelled import AnnotationError
-from util.cli import ArgumentParser, output_dir, positive_int, run_cli
+from util.cli import ArgumentParser, output_dir, positive_int, run_cli, unit_fraction
 from util.io import atomic_write_text
 
 BENCHMARKS = ("lvu", "coin", "breakfast", "synthetic")
@@ -48,12 +56,17 @@ def get_args_parser():
     p.add_argument("--probes", nargs="+", default=["ap", "lp"], choices=["ap", "lp"], help="probes to run")
     p.add_argument("--backbones", nargs="+", default=["lvmae", "none"], choices=["lvmae", "none"],
                    help="lvmae: the checkpoint's encoder; none: the raw-embedding baseline")
+    p.add_argument("--label_fractions", nargs="+", type=unit_fraction, default=None, metavar="F",
+                   help="the label-efficiency study: every run once per fraction of the training labels (passed as "
+                        "--label_fraction; e.g. 0.05 0.1 0.25 1); adds the label-efficiency table and "
+                        "<output_dir>/label_efficiency.png")
     p.add_argument("--no_resume", action="store_true", help="retrain seeds whose results already exist")
     return p
 
 
-def plan(args) -> list[tuple[str, str, str, str]]:
-    """(dataset, task, probe, backbone) of every run, benchmarks in the order of BENCHMARKS."""
+def plan(args) -> list[tuple]:
+    """(dataset, task, probe, backbone[, label fraction]) of every run, benchmarks in the order of
+    BENCHMARKS."""
     runs, known = [], []
     for name in BENCHMARKS:
         if getattr(args, name) is None:
@@ -62,7 +75,9 @@ def plan(args) -> list[tuple[str, str, str, str]]:
             known.append(task)
             if args.tasks and task not in args.tasks:
                 continue
-            runs += [(name, task, probe, backbone) for backbone in args.backbones for probe in args.probes]
+            runs += [(name, task, probe, backbone) + ((f"{f:g}",) if f is not None else ())
+                     for backbone in args.backbones for probe in args.probes
+                     for f in (args.label_fractions or [None])]
     unknown = [t for t in args.tasks or () if t not in known]
     if known and unknown:
         raise AnnotationError(f"--tasks {' '.join(unknown)}: unknown task{'s' if len(unknown) > 1 else ''} of the "
@@ -70,9 +85,11 @@ def plan(args) -> list[tuple[str, str, str, str]]:
     return runs
 
 
-def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
+def run_argv(args, dataset, task, probe, backbone, *fraction, extra=()) -> list[str]:
     argv = ["--dataset", dataset, "--task", task, "--backbone", backbone, "--data_path", *getattr(args, dataset),
             "--seeds", str(args.seeds), "--output_dir", args.output_dir]
+    if fraction:
+        argv += ["--label_fraction", fraction[0]]
     if backbone == "lvmae":
         argv += ["--checkpoint", args.checkpoint]
     if getattr(args, f"{dataset}_annotations"):
@@ -83,14 +100,14 @@ def run_argv(args, dataset, task, probe, backbone, extra) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
+    parser = ArgumentParser(parents=[get_args_parser()], description=__doc__, allow_abbrev=False,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     args, extra = parser.parse_known_args(argv)
     runs = plan(args)
     if not runs:
         parser.error("nothing to run: give at least one of --lvu --coin --breakfast --synthetic (with its stores)")
     # Parse every run's flags before training anything, so a typo fails the sweep at once.
-    parsed = [engine_probe.parse_args(run_argv(args, *r, extra), r[2]) for r in runs]
+    parsed = [engine_probe.parse_args(run_argv(args, *r, extra=extra), r[2]) for r in runs]
     failures, t0 = [], time.time()
     for i, (r, run_args) in enumerate(zip(runs, parsed), 1):
         print(f"=== [{i}/{len(runs)}] {' '.join(r)}", flush=True)
@@ -101,10 +118,15 @@ def main(argv=None) -> int:
             print(f"FAILED {' '.join(r)}: {e}", file=sys.stderr)
     results = Path(args.output_dir) / "results.csv"
     if results.is_file():
-        tables = sorted({t for r in runs for t in TABLES_OF[r[0]]}, key=reproduce_tables.TABLES.index)
-        text = reproduce_tables.render(reproduce_tables.load_results([results]), tables)
+        tables = sorted({t for r in runs for t in TABLES_OF[r[0]]}
+                        | ({"label_efficiency"} if args.label_fractions else set()), key=reproduce_tables.TABLES.index)
+        df = reproduce_tables.load_results([results])
+        text = reproduce_tables.render(df, tables)
         atomic_write_text(Path(args.output_dir) / "tables.md", text)
         print(text)
+        if args.label_fractions and reproduce_tables.plot_label_efficiency(df, Path(args.output_dir) /
+                                                                           "label_efficiency.png"):
+            print(f"label-efficiency plot: {Path(args.output_dir) / 'label_efficiency.png'}")
     print(f"{len(runs) - len(failures)}/{len(runs)} runs done in {time.time() - t0:.0f} s; results in {results}")
     for r, msg in failures:
         print(f"  failed: {' '.join(r)}: {msg}", file=sys.stderr)

@@ -15,6 +15,7 @@ all videos back to back) with their labels and gathers padded batches with one i
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,31 @@ def stratified_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
     return df[~val].reset_index(drop=True), df[val].reset_index(drop=True)
 
 
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int, regression: bool = False,
+                      bins: int = 10) -> np.ndarray:
+    """Sorted indices of a seeded, stratified ``fraction`` of ``labels`` (the label-efficiency
+    subsets): per stratum ``round(fraction * n)`` videos, at least one. Strata are the classes,
+    or for regression ``bins`` quantile bins of the target. Each video gets one random key from
+    ``seed`` and a stratum keeps its lowest keys, so for one seed the subsets are nested
+    (5% within 10% within 25%) and do not depend on anything but the labels and the seed."""
+    labels = np.asarray(labels)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    if regression:
+        edges = np.quantile(labels.astype(np.float64), np.linspace(0, 1, bins + 1)[1:-1])
+        strata = np.searchsorted(edges, labels, side="right")
+    else:
+        strata = labels
+    key = np.random.default_rng([seed, 0x1abe1]).random(len(labels))
+    frame = pd.DataFrame({"stratum": strata, "key": key})
+    groups = frame.groupby("stratum", sort=False)["key"]
+    rank = groups.rank(method="first").to_numpy() - 1
+    take = np.maximum(1, np.floor(fraction * groups.transform("size").to_numpy() + 0.5))
+    return np.flatnonzero(rank < take)
+
+
 # --- the dataset the probes train on -------------------------------------------------------------
 class LabelledSequences:
     """Frozen features of one split plus labels.
@@ -207,6 +233,15 @@ class LabelledSequences:
 
     def __len__(self) -> int:
         return len(self.video_ids)
+
+    def subset(self, idx) -> "LabelledSequences":
+        """The videos ``idx`` (a view: the token array is shared, not copied)."""
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=self.tokens.device)
+        out = copy.copy(self)
+        out.video_ids = [self.video_ids[i] for i in idx.tolist()]
+        out.cls, out.starts, out.lengths, out.labels = (self.cls[idx], self.starts[idx], self.lengths[idx],
+                                                        self.labels[idx])
+        return out
 
     def batch(self, idx: torch.Tensor):
         lengths = self.lengths[idx]

@@ -28,6 +28,12 @@ inferring the grammar from the other transitions of the video. ``pace`` is
 also invisible to a mean (only the rate of scene changes tells it). ``style`` is the control a
 mean pool solves.
 
+``--extra_videos N`` adds N labelled videos of the same process drawn from their own random
+stream ``(seed, 1)`` after everything else, split by ``--extra_fractions``, so the rest of the
+output (pretraining store, the first ``--num_videos`` videos and their splits) is byte for byte
+what the same flags write without it: the labelled set grows (e.g. for tighter test
+statistics) without touching the pretraining corpus or the difficulty.
+
 Outputs in ``--out``:
   ``pretrain/``  store of unlabelled videos + long movies (for ``main_pretrain.py``)
   ``benchmark/`` store of labelled videos (for the probes)
@@ -88,6 +94,15 @@ def get_args_parser():
     p.add_argument("--out", required=True, type=output_dir,
                    help="output directory (must not exist or be empty, unless --overwrite)")
     p.add_argument("--num_videos", type=positive_int, default=2000, help="labelled benchmark videos (LVU-like lengths)")
+    p.add_argument("--extra_videos", type=nonneg_int, default=0,
+                   help="grow the labelled set by this many videos of the same process, drawn from their own random "
+                        "stream (seed, 1) after everything else: the corpus of the other flags stays byte for byte "
+                        "what it is without this flag (pretraining store, first --num_videos videos, their splits); "
+                        "the extra videos are split by --extra_fractions on their own and appended")
+    p.add_argument("--extra_fractions", type=nonneg_float, nargs=3, default=list(SPLIT_FRACTIONS),
+                   metavar=("TRAIN", "VAL", "TEST"),
+                   help="train / val / test fractions of the --extra_videos (e.g. 0 0.25 0.75: tighter validation "
+                        "and test statistics, the training split and so the probes' cost unchanged)")
     p.add_argument("--num_pretrain", type=nonneg_int, default=2000,
                    help="unlabelled pretraining videos (LVU-like lengths)")
     p.add_argument("--num_movies", type=nonneg_int, default=40,
@@ -244,15 +259,27 @@ def build(args) -> dict:
                          "grammar": int(rng.integers(args.num_grammars)), "style": int(rng.integers(args.num_styles)),
                          "pace": float(rng.uniform(*PACE_RANGE))})
     latents = pd.DataFrame(rows)
+    if args.extra_videos < 0:
+        raise SystemExit(f"--extra_videos must be >= 0, got {args.extra_videos}")
+    if min(args.extra_fractions) < 0 or abs(sum(args.extra_fractions) - 1) > 1e-9:
+        raise SystemExit(f"--extra_fractions must be >= 0 and sum to 1, got {args.extra_fractions}")
+    xrng = np.random.default_rng([args.seed, 1])  # the extra labelled videos' own stream
+    xdur = xrng.choice(durations, size=args.extra_videos)
+    xlen = np.maximum(1, (xdur // seg).astype(np.int64))
+    extra = pd.DataFrame([{"video_id": f"syn{args.num_videos + i:06d}", "kind": "benchmark",
+                           "duration_s": float(xdur[i]), "num_segments": int(xlen[i]),
+                           "grammar": int(xrng.integers(args.num_grammars)),
+                           "style": int(xrng.integers(args.num_styles)), "pace": float(xrng.uniform(*PACE_RANGE))}
+                          for i in range(args.extra_videos)], columns=latents.columns)
     encoder = args.encoder_name or f"synthetic:seed{args.seed}"
     manifest = make_manifest(encoder, D, dtype="float16", segment_seconds=seg, frames_per_segment=0,
                              normalized=True, generator="datasets.synthetic", seed=args.seed)
     writers = {"benchmark": StoreWriter(out / "benchmark", "synthetic", manifest),
                "pretrain": StoreWriter(out / "pretrain", "synthetic", manifest)}
     caption_rows = []
-    for r in tqdm(latents.itertuples(index=False), total=len(latents), desc="synthetic videos", unit="video",
-                  disable=None):
-        x, scenes = gen.video(rng, r.num_segments, r.grammar, r.style, r.pace)
+    videos = [(r, rng) for r in latents.itertuples(index=False)] + [(r, xrng) for r in extra.itertuples(index=False)]
+    for r, stream in tqdm(videos, desc="synthetic videos", unit="video", disable=None):
+        x, scenes = gen.video(stream, r.num_segments, r.grammar, r.style, r.pace)
         writer = writers["benchmark" if r.kind == "benchmark" else "pretrain"]
         writer.add(r.video_id, x, r.duration_s, source=f"synthetic://{r.kind}/{r.video_id}")
         caption_rows.append(pd.DataFrame({"video_id": r.video_id, "segment": np.arange(r.num_segments),
@@ -266,6 +293,14 @@ def build(args) -> dict:
     a = int(SPLIT_FRACTIONS[0] * len(bench))
     b = a + int(SPLIT_FRACTIONS[1] * len(bench))
     split[perm[:a]], split[perm[a:b]], split[perm[b:]] = "train", "val", "test"
+    xsplit = np.empty(len(extra), dtype=object)
+    xperm = xrng.permutation(len(extra))
+    xa = int(args.extra_fractions[0] * len(extra))
+    xb = xa + int(args.extra_fractions[1] * len(extra))
+    xsplit[xperm[:xa]], xsplit[xperm[xa:xb]], xsplit[xperm[xb:]] = "train", "val", "test"
+    if len(extra):
+        bench = pd.concat([bench, extra], ignore_index=True)
+        split = np.concatenate([split, xsplit])
     pace_center = float(np.mean(PACE_RANGE))
     tasks = {
         "grammar": {"type": "classification", "num_classes": args.num_grammars, "chance": 1.0 / args.num_grammars,
@@ -287,8 +322,10 @@ def build(args) -> dict:
     atomic_write_text(out / "tasks" / "tasks.json", json.dumps(tasks_json, indent=2) + "\n")
     atomic_write_text(out / "captions.csv", pd.concat(caption_rows, ignore_index=True).to_csv(index=False))
     atomic_write_text(out / "scene_captions.txt", "\n".join(captions) + "\n")
-    atomic_write_text(out / "latents.csv", latents.assign(split=pd.Series(split, index=bench.index).reindex(
-        latents.index).fillna("pretrain")).to_csv(index=False))
+    table = pd.concat([latents, extra], ignore_index=True) if len(extra) else latents
+    split_of = dict(zip(bench.video_id, split))
+    atomic_write_text(out / "latents.csv", table.assign(split=table.video_id.map(split_of).fillna("pretrain"))
+                      .to_csv(index=False))
     np.save(out / "prototypes.npy", gen.protos.astype(np.float32))
     np.save(out / "grammars.npy", grammars)
     summary = {"out": str(out), "encoder": encoder, "dim": D, "scenes": K, "d_min": gen.d_min,

@@ -7,10 +7,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from datasets import breakfast, coin, lvu
 from datasets.benchmarks import load_annotations, tasks_of
-from datasets.labelled import AnnotationError, read_task_layout, stratified_holdout
+from datasets.labelled import (AnnotationError, LabelledSequences, read_task_layout, stratified_holdout,
+                               stratified_subset)
+from util.long_video import VideoFeatures
 
 # (train, val, test) rows of data/lvu_1.0, counted with `wc -l` minus the header.
 LVU_COUNTS = {"director": (680, 163, 107), "genre": (3063, 597, 647), "writer": (769, 174, 168),
@@ -198,3 +201,49 @@ def test_stratified_holdout_is_per_class_and_seeded():
     assert len(train) + len(val) == 50 and not set(train.video_id) & set(val.video_id)
     train2, val2 = stratified_holdout(df, 0.1, seed=0)
     assert val2.video_id.tolist() == val.video_id.tolist()
+
+
+def test_stratified_subset_per_class_nested_seeded():
+    """Label-efficiency subsets: per class round(f * n) videos (at least one), nested across
+    fractions for one seed, the same for the same seed, different for another."""
+    labels = np.array([0] * 300 + [1] * 100 + [2] * 40 + [3] * 3)
+    rng = np.random.default_rng(0)
+    labels = labels[rng.permutation(len(labels))]
+    subsets = {f: stratified_subset(labels, f, seed=0) for f in (0.05, 0.1, 0.25, 1.0)}
+    for f, idx in subsets.items():
+        counts = np.bincount(labels[idx], minlength=4)
+        expected = [max(1, math.floor(f * n + 0.5)) for n in (300, 100, 40, 3)]
+        assert counts.tolist() == expected, (f, counts)
+        assert (np.diff(idx) > 0).all()  # sorted, no repeats: the store's order is kept
+    assert set(subsets[0.05]) <= set(subsets[0.1]) <= set(subsets[0.25]) <= set(subsets[1.0])
+    assert len(subsets[1.0]) == len(labels)
+    np.testing.assert_array_equal(stratified_subset(labels, 0.1, seed=0), subsets[0.1])
+    assert set(stratified_subset(labels, 0.1, seed=1)) != set(subsets[0.1])
+    with pytest.raises(ValueError, match="label fraction"):
+        stratified_subset(labels, 0.0, seed=0)
+
+
+def test_stratified_subset_regression_by_target_decile():
+    """Regression: the subset covers the target's range like the full set (one tenth of each
+    decile), where a uniform draw of 10 videos can miss the tails."""
+    targets = np.random.default_rng(1).exponential(size=1000)
+    idx = stratified_subset(targets, 0.1, seed=0, regression=True)
+    assert len(idx) == 100
+    deciles = np.quantile(targets, np.linspace(0, 1, 11)[1:-1])
+    per_bin = np.bincount(np.searchsorted(deciles, targets[idx], side="right"), minlength=10)
+    assert per_bin.tolist() == [10] * 10
+    assert set(stratified_subset(targets, 0.05, seed=0, regression=True)) <= set(idx)
+
+
+def test_labelled_sequences_subset_is_the_selected_videos():
+    rng = np.random.default_rng(2)
+    lengths = np.array([2, 5, 1, 4])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    feats = VideoFeatures([f"v{i}" for i in range(4)], rng.standard_normal((4, 3)).astype(np.float32),
+                          rng.standard_normal((offsets[-1], 3)).astype(np.float32), offsets)
+    data = LabelledSequences(feats, np.array([0, 1, 0, 1]))
+    sub = data.subset([1, 3])
+    assert len(sub) == 2 and sub.video_ids == ["v1", "v3"] and sub.labels.tolist() == [1, 1]
+    for a, b in zip(sub.batch(torch.arange(2)), data.batch(torch.tensor([1, 3]))):
+        torch.testing.assert_close(a, b)
+    assert len(data) == 4  # the original is untouched

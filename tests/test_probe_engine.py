@@ -198,8 +198,10 @@ def test_end_to_end_probes_beat_chance_and_render_the_table(corpus, checkpoint, 
     assert means["grammar", "none", "lp"] < 40.0, means
     assert means["style", "lvmae", "ap"] > 70.0, means
     text = reproduce_tables.main([str(out), "--tables", "synthetic", "--out", str(tmp_path / "t.md")])
-    assert "| raw embeddings (baseline) | AP | " in text and "| LV-MAE (depth 4, random) | AP | " in text
-    assert f"{means['grammar', 'none', 'ap']:.2f} ± " in text and "| chance |  | 25.00 | 25.00 |" in text
+    assert "| raw embeddings (baseline) | AP: own [CLS] + sin-cos positions (Adam lr 0.001, γ 0.9) | 100% | " in text
+    assert "| LV-MAE (depth 4, random) | AP: encoder [CLS], no added positions (Adam lr 0.001, γ 0.9) | 100% | " \
+        in text
+    assert f"{means['grammar', 'none', 'ap']:.2f} ± " in text and "| chance |  |  | 25.00 | 25.00 |" in text
 
 
 def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint, tmp_path):
@@ -233,3 +235,163 @@ def test_cli_prints_user_errors_in_one_line(monkeypatch, tmp_path, capsys):
         engine_probe.cli("ap")
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith("error: unknown LVU --task 'plot'")
+
+
+# --- issue 11: positions for both backbones, the converged linear probe, standardized regression,
+# label-efficiency subsets, bootstrap intervals ------------------------------------------------------
+def test_fit_linear_lbfgs_matches_closed_form_ridge_and_kkt():
+    """The converged probe's solver against independent solutions: ridge regression in closed
+    form (numpy), and for cross-entropy the stationarity (KKT) condition of the penalized
+    objective computed in numpy."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 12))
+    z = (z - z.mean(0)) / z.std(0)
+    t = z @ rng.standard_normal(12) + 0.5 * rng.standard_normal(300)
+    t = (t - t.mean()) / t.std()
+    wd = 0.03
+    W, b, info = engine_probe.fit_linear_lbfgs(torch.tensor(z), torch.tensor(t), 1, True, wd, 1e-9, 1000)
+    # (1/N)||Zw + b - t||^2 + wd ||w||^2 with centred Z, t: w = (Z'Z / N + wd I)^-1 Z't / N, b = 0
+    ridge = np.linalg.solve(z.T @ z / 300 + wd * np.eye(12), z.T @ t / 300)
+    np.testing.assert_allclose(W.numpy()[0], ridge, atol=1e-7)
+    assert abs(float(b)) < 1e-7 and info["converged"]
+
+    y = rng.integers(0, 4, 300)
+    z2 = z + 0.8 * np.eye(4)[y] @ rng.standard_normal((4, 12))
+    W, b, info = engine_probe.fit_linear_lbfgs(torch.tensor(z2), torch.tensor(y), 4, False, wd, 1e-8, 5000)
+    W, b = W.numpy(), b.numpy()
+    logits = z2 @ W.T + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    residual = p - np.eye(4)[y]
+    grad_W = residual.T @ z2 / 300 + 2 * wd * W
+    grad_b = residual.mean(0)
+    assert info["converged"] and np.abs(grad_W).max() < 1e-7 and np.abs(grad_b).max() < 1e-7
+
+
+def test_converged_linear_probe_selects_weight_decay_on_validation_only(corpus, tmp_path):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(corpus / "tasks", tasks)
+    runs = []
+    for permute in (False, True):
+        if permute:
+            test = pd.read_csv(tasks / "style" / "test.csv", dtype={"video_id": str})
+            test["label"] = np.random.default_rng(0).permutation(test.label.to_numpy())
+            test.to_csv(tasks / "style" / "test.csv", index=False)
+        a = argv(corpus, tmp_path / f"out{permute}", "style", "none", None, "--solver", "lbfgs", "--seeds", "2",
+                 "--annotations", str(tasks))
+        runs.append(engine_probe.main(a, "lp"))
+    clean, scrambled = runs
+    log = clean[0]["epochs"]
+    assert [e["weight_decay"] for e in log] == sorted(engine_probe.LBFGS_WEIGHT_DECAYS, reverse=True)
+    assert all(e["converged"] for e in log), log
+    best = max(log, key=lambda e: (e["val_top1"], -e["val_loss"]))
+    assert clean[0]["selected_epoch"] == log.index(best)
+    assert scrambled[0]["epochs"] == log and scrambled[0]["selected_epoch"] == clean[0]["selected_epoch"]
+    assert clean[0]["test"] == clean[1]["test"]  # convex, zero init: seeds give the same head
+    assert clean[0]["test"]["top1"] > 90  # style: a mean solves it
+    assert clean[0]["head"] == "LinearProbe (mean of segment tokens, standardized)"
+    row = pd.read_csv(tmp_path / "outFalse" / "results.csv").iloc[0]
+    assert row.solver == "lbfgs" and row.weight_decay == best["weight_decay"] and np.isnan(row.lr)
+    grammar = engine_probe.main(argv(corpus, tmp_path / "g", "grammar", "none", None, "--solver", "lbfgs"), "lp")
+    assert grammar[0]["test"]["top1"] < 40  # order-only: a mean stays near chance (25%) even converged
+    with pytest.raises(engine_probe.ProbeError, match="attentive probe of the classification task"):
+        engine_probe.main(argv(corpus, tmp_path / "x", "style", "none", None, "--solver", "lbfgs"), "ap")
+
+
+def test_regression_head_standardizes_features_and_targets(corpus, tmp_path):
+    """The mean + Linear regression head standardizes with training statistics and answers in
+    the task's units: shifting every target by 100 leaves the MSE as it is, scaling them by 10
+    multiplies it by 100; on raw features the head is no worse than 1.1 x the training mean.
+    (Unstandardized, Adam at Table 7's lr cannot move the bias by 100 in 3 epochs.)"""
+    mse = {}
+    for name, (shift, scale) in {"plain": (0.0, 1.0), "shifted": (100.0, 1.0), "scaled": (0.0, 10.0)}.items():
+        tasks = tmp_path / name
+        shutil.copytree(corpus / "tasks", tasks)
+        for split in ("train", "val", "test"):
+            df = pd.read_csv(tasks / "pace" / f"{split}.csv", dtype={"video_id": str})
+            df["label"] = df.label * scale + shift
+            df.to_csv(tasks / "pace" / f"{split}.csv", index=False)
+        result = engine_probe.main(argv(corpus, tmp_path / f"out_{name}", "pace", "none", None, "--epochs", "3",
+                                        "--annotations", str(tasks)), "ap")[0]
+        mse[name] = (result["test"]["mse"], result["trivial_test"])
+        assert result["head"].startswith("LinearProbe (standardized")
+    (plain, trivial), (shifted, _), (scaled, _) = mse["plain"], mse["shifted"], mse["scaled"]
+    assert abs(shifted - plain) < 1e-3 * plain and abs(scaled - 100 * plain) < 1e-3 * 100 * plain, mse
+    assert plain < 1.1 * trivial, mse
+
+
+def test_probe_positions_give_lvmae_tokens_the_raw_treatment(corpus, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    default = engine_probe.main(argv(corpus, out, "grammar", "lvmae", checkpoint, "--epochs", "1"), "ap")[0]
+    explicit = engine_probe.main(argv(corpus, out, "grammar", "lvmae", checkpoint, "--epochs", "1",
+                                      "--probe_positions", "none"), "ap")[0]
+    own = engine_probe.main(argv(corpus, out, "grammar", "lvmae", checkpoint, "--epochs", "1",
+                                 "--probe_positions", "own"), "ap")[0]
+    blind = engine_probe.main(argv(corpus, out, "grammar", "none", None, "--epochs", "1",
+                                   "--probe_positions", "none"), "ap")[0]
+    assert default["run_id"] == explicit["run_id"] != own["run_id"]  # App. 8's head stays the default
+    assert default["head"] == "AttentiveProbe (encoder [CLS])" and default["positions"] == "none"
+    assert own["head"] == "AttentiveProbe (own [CLS] + sin-cos positions)" and own["positions"] == "own"
+    assert blind["head"] == "AttentiveProbe (own [CLS], no positions)"
+    args = engine_probe.parse_args(argv(corpus, out, "grammar", "lvmae", checkpoint, "--probe_positions", "own"))
+    spec = engine_probe.load_annotations("synthetic", "grammar", str(corpus / "tasks")).spec
+    encoder = {"config": {"num_heads": 4}}
+    head = engine_probe.build_head(args, spec, 128, encoder)
+    assert head.own_cls and head.positions and head.block.attn.num_heads == 4  # only the positions change
+    args.probe_positions = None
+    assert not engine_probe.build_head(args, spec, 128, encoder).own_cls
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows.positions.astype(str)) == ["none", "none", "own"]  # the default row was replaced
+
+
+def test_label_fraction_subsets_same_steps_and_intervals(corpus, checkpoint, tmp_path, monkeypatch):
+    """--label_fraction: a seeded stratified subset per seed (the same for both backbones),
+    validation and test unchanged, as many optimizer steps as with all labels; every row carries
+    the run's bootstrap interval."""
+    steps = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
+    out = tmp_path / "out"
+    full = engine_probe.main(argv(corpus, out, "style", "none", None, "--epochs", "2"), "lp")
+    n_full = len(steps)
+    assert n_full == 2 * -(-420 // 16)
+    steps.clear()
+    sub = {b: engine_probe.main(argv(corpus, out, "style", b, checkpoint if b == "lvmae" else None, "--epochs", "2",
+                                     "--seeds", "2", "--label_fraction", "0.1"), "lp") for b in ("none", "lvmae")}
+    assert len(steps) == 4 * n_full  # 2 backbones x 2 seeds, each as many steps as the full-label run
+    train = pd.read_csv(corpus / "tasks" / "style" / "train.csv", dtype={"video_id": str}).set_index("video_id")
+    per_class = train.label.value_counts()
+    for seed in (0, 1):
+        ids = sub["none"][seed]["train_ids"]
+        assert ids == sub["lvmae"][seed]["train_ids"]  # the same labelled videos for both backbones
+        counts = train.label[ids].value_counts()
+        assert all(counts[c] == max(1, int(np.floor(0.1 * n + 0.5))) for c, n in per_class.items())
+        assert sub["none"][seed]["counts"]["n_train"] == len(ids) < 60
+        assert sub["none"][seed]["counts"]["n_val"] == full[0]["counts"]["n_val"] == 90  # unchanged
+        assert sub["none"][seed]["counts"]["n_test"] == 90
+        assert all(e["steps"] == 27 for e in sub["none"][seed]["epochs"])
+    assert sub["none"][0]["train_ids"] != sub["none"][1]["train_ids"]
+    assert sub["none"][0]["run_id"] != full[0]["run_id"]
+    rows = pd.read_csv(out / "results.csv")
+    for run_id, group in rows.groupby("run_id"):
+        assert group.ci_low.nunique() == 1 and group.ci_high.nunique() == 1
+        assert group.ci_low.iloc[0] <= group.value.mean() <= group.ci_high.iloc[0]
+        scores = [json.loads(open(p).read())["test_scores"] for p in group.result_json]
+        assert np.mean(scores) == pytest.approx(group.value.mean())  # the per-video scores make the metric
+    assert set(rows.label_fraction) == {1.0, 0.1}
+
+
+def test_sweep_label_fractions_and_passed_through_flags(corpus, tmp_path):
+    out = tmp_path / "sweep"
+    common = ["--checkpoint", "unused.pth", "--output_dir", str(out), "--seeds", "2", "--synthetic",
+              str(corpus / "benchmark"), "--synthetic_annotations", str(corpus / "tasks"), "--tasks", "style",
+              "--probes", "lp", "--backbones", "none", "--epochs", "1"]
+    assert sweep_probes.main(common + ["--label_fractions", "0.25", "1"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(set(table.label_fraction)) == [0.25, 1.0] and len(table) == 4
+    assert "### Label efficiency — synthetic / style" in (out / "tables.md").read_text()
+    assert (out / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    # a run flag that shares a prefix with a sweep flag reaches the runs unabbreviated
+    assert sweep_probes.main(common + ["--label_fraction", "0.5", "--solver", "lbfgs"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert ((table.label_fraction == 0.5) & (table.solver == "lbfgs")).sum() == 2

@@ -6,6 +6,7 @@ import torch
 
 from datasets.labelled import LabelledSequences
 from models_probe import AttentiveProbe, LinearProbe, cls_block, default_heads, masked_mean
+from util.pos_embed import get_1d_sincos_pos_embed
 from util.long_video import VideoFeatures
 
 torch.manual_seed(0)
@@ -121,3 +122,50 @@ def test_labelled_sequences_batch_matches_slow_gather():
     assert y.tolist() == [0, 1, 0]
     seen = torch.cat([b[3] for b in data.batches(2, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted((np.arange(5) % 2).tolist())
+
+
+def test_own_cls_without_positions_is_order_blind_and_positions_need_own_cls():
+    """--probe_positions none on raw embeddings (own [CLS], Linear + LayerNorm, no positions) is a
+    set function; with positions it is not; the encoder path cannot take the probe's positions."""
+    torch.manual_seed(6)
+    x, pad = padded([7], 16, fill=0.0)
+    cls = torch.zeros(1, 16)
+    with torch.no_grad():
+        blind = AttentiveProbe(16, 3, num_heads=2, own_cls=True, positions=False).eval()
+        torch.testing.assert_close(blind(cls, x, pad), blind(cls, x.flip(1), pad), rtol=1e-5, atol=1e-5)
+        seeing = AttentiveProbe(16, 3, num_heads=2, own_cls=True, positions=True).eval()
+        seeing.load_state_dict(blind.state_dict())  # same weights: only the positions differ
+        assert not torch.allclose(seeing(cls, x, pad), seeing(cls, x.flip(1), pad), atol=1e-4)
+        # the positions are exactly MAE's sin-cos rows added after Linear + LayerNorm
+        tokens = blind.embed(x) + get_1d_sincos_pos_embed(16, 7)
+        keep = torch.ones(1, 8, dtype=torch.bool)
+        first = blind.cls_token.expand(1, -1, -1)
+        expected = seeing.head(seeing.norm(cls_block(seeing.block, torch.cat([first, tokens], 1), keep)))
+        torch.testing.assert_close(seeing(cls, x, pad), expected)
+    with pytest.raises(ValueError, match="own \\[CLS\\]"):
+        AttentiveProbe(16, 3, num_heads=2, own_cls=False, positions=True)
+
+
+def test_linear_probe_standardizes_with_training_statistics():
+    """Standardized head = target_mean + target_std * Linear((mean - mu) / sd), statistics from
+    the training features / targets given, population std; a constant coordinate keeps scale 1."""
+    torch.manual_seed(7)
+    feats = torch.randn(50, 6, dtype=torch.float64) * torch.tensor([1.0, 2, 3, 4, 5, 0]) + 7
+    targets = torch.randn(50, dtype=torch.float64) * 3 + 10
+    head = LinearProbe(6, 1).standardize(feats, targets)
+    np.testing.assert_allclose(head.feature_mean.numpy(), feats.numpy().mean(0), rtol=1e-6)
+    sd = feats.numpy().std(0)
+    sd[5] = 1.0
+    np.testing.assert_allclose(head.feature_std.numpy(), sd, rtol=1e-6)
+    assert abs(float(head.target_mean) - targets.numpy().mean()) < 1e-4
+    assert abs(float(head.target_std) - targets.numpy().std()) < 1e-4
+    x, pad = padded([3, 5], 6, seed=8)
+    mean = torch.stack([x[0, :3].mean(0), x[1, :5].mean(0)])
+    z = (mean - head.feature_mean) / head.feature_std
+    expected = (z @ head.head.weight.T + head.head.bias) * head.target_std + head.target_mean
+    torch.testing.assert_close(head(None, x, pad), expected)
+    with torch.no_grad():  # a zero linear layer predicts the training mean, in the task's units
+        head.head.weight.zero_()
+        head.head.bias.zero_()
+    torch.testing.assert_close(head(None, x, pad)[:, 0], torch.full((2,), float(head.target_mean)))
+    assert set(head.state_dict()) >= {"feature_mean", "feature_std", "target_mean", "target_std"}

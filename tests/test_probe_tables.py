@@ -1,10 +1,11 @@
 """reproduce_tables.py on a small hand-made results file, and the results.csv writer."""
+import numpy as np
 import pandas as pd
 import pytest
 
 import reproduce_tables
 from reproduce_tables import LVU_CLS
-from util.probe_results import COLUMNS, ResultsError, write_row
+from util.probe_results import COLUMNS, ResultsError, bootstrap_interval, write_row
 
 LB = "languagebind:LanguageBind_Video_FT"
 
@@ -77,3 +78,87 @@ def test_missing_results_file_is_an_error(tmp_path):
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a probe results file"):
         reproduce_tables.main([str(tmp_path)])
+
+
+def test_results_files_of_before_the_head_columns_still_render(results, tmp_path):
+    old_columns = [c for c in COLUMNS if c not in ("positions", "solver", "lr", "weight_decay", "label_fraction",
+                                                   "setting", "ci_low", "ci_high")]
+    pd.read_csv(results, dtype=str, keep_default_na=False)[old_columns].to_csv(tmp_path / "old.csv", index=False)
+    assert reproduce_tables.main([str(tmp_path / "old.csv")]) == reproduce_tables.main([str(results)])
+
+
+def test_bootstrap_interval_properties():
+    rng = np.random.default_rng(0)
+    correct = (rng.random(400) < 0.8) * 100.0
+    lo, hi = bootstrap_interval(correct)
+    assert lo < correct.mean() < hi
+    assert (lo, hi) == bootstrap_interval(correct)  # seeded
+    # the normal approximation of a proportion: half-width 1.96 * sqrt(p (1 - p) / n)
+    p = correct.mean() / 100
+    half = 100 * 1.96 * np.sqrt(p * (1 - p) / 400)
+    assert abs((hi - lo) / 2 - half) < 0.12 * half, (lo, hi, half)
+    assert bootstrap_interval(np.full(50, 3.0)) == (3.0, 3.0)
+    # seeds are scored on the same videos: one shared draw, then the mean over seeds
+    assert bootstrap_interval(np.stack([correct, correct])) == (lo, hi)
+    other = (rng.random(400) < 0.6) * 100.0
+    assert bootstrap_interval(np.stack([correct, other])) == bootstrap_interval((correct + other) / 2)
+    # more test videos, a narrower interval (here 16x the videos: ~1/4 the width)
+    big = (rng.random(6400) < 0.8) * 100.0
+    blo, bhi = bootstrap_interval(big)
+    assert 0.18 < (bhi - blo) / (hi - lo) < 0.32
+
+
+def synthetic_rows(path, task="grammar", metric="top1"):
+    """Two backbones x two positional settings, plus 10% / 5% label runs, 3 seeds each."""
+    base = {"dataset": "synthetic", "task": task, "encoder": "synthetic:seed0", "metric": metric, "probe": "ap",
+            "time": "2025-01-02T00:00:00", "solver": "adam", "lr": 0.001}
+    runs = []
+    for backbone in ("none", "lvmae"):
+        for positions, values in (("own", [80, 82, 84]), ("none", [40, 42, 44])):
+            for fraction, shift in ((1.0, 0), (0.1, -20), (0.05, -30)):
+                if positions == "none" and fraction < 1:
+                    continue
+                bump = 5 if backbone == "lvmae" and fraction < 1 else 0
+                runs.append(({"backbone": backbone, "positions": positions, "label_fraction": fraction,
+                              "masking": "random" if backbone == "lvmae" else "",
+                              "depth": 4 if backbone == "lvmae" else "",
+                              "checkpoint_sha256": "c" * (backbone == "lvmae"),
+                              "setting": f"{positions} setting (Adam lr 0.001, γ 0.9)",
+                              "n_train": int(1400 * fraction),
+                              "ci_low": values[1] + shift + bump - 3, "ci_high": values[1] + shift + bump + 3},
+                             [v + shift + bump for v in values]))
+    for i, (extra, values) in enumerate(runs):
+        for seed, value in enumerate(values):
+            write_row(path, {**base, **extra, "run_id": f"r{i}", "seed": seed, "value": value})
+    return runs
+
+
+def test_synthetic_and_label_efficiency_tables_and_plot(tmp_path):
+    path = tmp_path / "results.csv"
+    synthetic_rows(path)
+    for seed in range(3):  # the regression task of the raw AP sweep: no positional setting of its own
+        write_row(path, {"run_id": "pace", "dataset": "synthetic", "task": "pace", "encoder": "synthetic:seed0",
+                         "metric": "mse", "probe": "ap", "backbone": "none", "solver": "adam", "lr": 0.001,
+                         "label_fraction": 1.0, "positions": "", "seed": seed, "value": 1.5 + 0.1 * seed,
+                         "time": "2025-01-02T00:00:00", "setting": "mean + Linear, standardized (Adam lr 0.001)"})
+    text = reproduce_tables.main([str(path), "--tables", "synthetic", "label_efficiency",
+                                  "--plot", str(tmp_path / "le.png")])
+    lines = text.splitlines()
+    raw_own = next(line for line in lines if line.startswith("| raw embeddings (baseline) | AP: own setting"))
+    assert "| 100% | 82.00 ± 2.00 [79.0, 85.0] | 1.600 ± 0.100 | 3 |" in raw_own
+    raw_none = next(line for line in lines if line.startswith("| raw embeddings (baseline) | AP: none setting"))
+    assert "| 1.600 ± 0.100 |" in raw_none  # the pace head belongs to both positional settings
+    assert not any("AP: mean + Linear" in line for line in lines)  # and is no row of its own
+    lvmae = "| LV-MAE (depth 4, random) | AP: "
+    assert lvmae + "none setting (Adam lr 0.001, γ 0.9) | 100% | 42.00 ± 2.00 [39.0, 45.0]" in text
+    assert lvmae + "own setting (Adam lr 0.001, γ 0.9) | 10% | 67.00 ± 2.00 [64.0, 70.0]" in text
+    # the two backbones of one setting are adjacent rows
+    i = lines.index(raw_own)
+    assert lines[i + 1].startswith("| LV-MAE (depth 4, random) | AP: own setting") and "| 100% |" in lines[i + 1]
+    # label efficiency: one row per curve, one column per fraction, the subset sizes below
+    assert "| Backbone, probe | 5% labels | 10% labels | 100% labels |" in text
+    assert "| LV-MAE (depth 4), AP: own setting (Adam lr 0.001, γ 0.9) | 57.00 ± 2.00 [54.0, 60.0] | " \
+           "67.00 ± 2.00 [64.0, 70.0] | 82.00 ± 2.00 [79.0, 85.0] |" in text
+    assert "| training videos | 70 | 140 | 1400 |" in text
+    png = (tmp_path / "le.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000

@@ -12,10 +12,13 @@ from datasets.store import EmbeddingStore
 ARGS = ["--num_videos", "700", "--num_pretrain", "20", "--num_movies", "2", "--dim", "64", "--num_scenes", "16"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "grown"])
+def corpus(request, tmp_path_factory):
+    """700 labelled videos; "grown": 100 drawn as usual and 600 through --extra_videos, so the
+    difficulty tests below also pin the extra videos' difficulty."""
     out = tmp_path_factory.mktemp("syn") / "corpus"
-    synthetic.main(["--out", str(out), *ARGS])
+    args = ARGS if request.param == "plain" else [*ARGS[:1], "100", *ARGS[2:], "--extra_videos", "600"]
+    synthetic.main(["--out", str(out), *args])
     return out
 
 
@@ -136,6 +139,41 @@ def test_pace_needs_order(corpus):
                                 change_rate(te.video_id, True), te.label.to_numpy(), regression=True)
     assert mse < 0.6 * chance, (mse, chance)
     assert mse_shuffled > 0.8 * chance, (mse_shuffled, chance)
+
+
+def test_extra_videos_grow_the_labelled_set_and_change_nothing_else(tmp_path):
+    small = ["--num_videos", "30", "--num_pretrain", "5", "--num_movies", "1", "--dim", "16", "--num_scenes", "8"]
+    synthetic.main(["--out", str(tmp_path / "base"), *small])
+    synthetic.main(["--out", str(tmp_path / "grown"), *small, "--extra_videos", "40"])
+    base, grown = tmp_path / "base", tmp_path / "grown"
+    for f in sorted((base / "pretrain").rglob("*")):  # the pretraining corpus: byte for byte
+        if f.is_file():
+            assert f.read_bytes() == (grown / f.relative_to(base)).read_bytes(), f
+    for f in ("prototypes.npy", "grammars.npy", "scene_captions.txt", "tasks/tasks.json"):
+        assert (base / f).read_bytes() == (grown / f).read_bytes(), f
+    for f in ["latents.csv", "captions.csv"] + [f"tasks/{t}/{s}.csv" for t in ("grammar", "style", "pace")
+                                                for s in ("train", "val", "test")]:
+        old, new = (base / f).read_text().splitlines(), (grown / f).read_text().splitlines()
+        assert new[:len(old)] == old and len(new) > len(old), f  # the old rows, then the extra videos
+    a, b = EmbeddingStore(base / "benchmark"), EmbeddingStore(grown / "benchmark")
+    assert len(b) == 70 and set(a.video_ids) < set(b.video_ids)
+    for v in a.video_ids:
+        np.testing.assert_array_equal(a.get(v), b.get(v))
+    latents = pd.read_csv(grown / "latents.csv", dtype={"video_id": str})
+    extra = latents[latents.video_id.isin(set(b.video_ids) - set(a.video_ids))]
+    assert sorted(extra.video_id) == [f"syn{i:06d}" for i in range(30, 70)]
+    assert extra.split.value_counts().to_dict() == {"train": 28, "val": 6, "test": 6}  # 70 / 15 / 15 on their own
+    assert json.loads((grown / "corpus.json").read_text())["benchmark_videos"] == 70
+    # the demo's use: the extra videos only tighten validation and test, the training split stays
+    synthetic.main(["--out", str(tmp_path / "vt"), *small, "--extra_videos", "40",
+                    "--extra_fractions", "0", ".25", ".75"])
+    for name, extra_count in (("train", 0), ("val", 10), ("test", 30)):
+        old = pd.read_csv(base / "tasks" / "grammar" / f"{name}.csv", dtype={"video_id": str})
+        new = pd.read_csv(tmp_path / "vt" / "tasks" / "grammar" / f"{name}.csv", dtype={"video_id": str})
+        assert len(new) == len(old) + extra_count and new.video_id[:len(old)].tolist() == old.video_id.tolist()
+    with pytest.raises(SystemExit, match="sum to 1"):
+        synthetic.main(["--out", str(tmp_path / "bad"), *small, "--extra_videos", "4",
+                        "--extra_fractions", "1", "1", "0"])
 
 
 def test_external_prototypes_scale_the_noise(tmp_path):

@@ -109,6 +109,10 @@ def open_fraction(value: str) -> float:
     return _number(float, value, lambda x: 0 < x < 1, "in (0, 1)")
 
 
+def unit_fraction(value: str) -> float:
+    return _number(float, value, lambda x: 0 < x <= 1, "in (0, 1]")
+
+
 def fraction(value: str) -> float:
     return _number(float, value, lambda x: 0 <= x < 1, "in [0, 1)")
 
