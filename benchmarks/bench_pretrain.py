@@ -81,6 +81,8 @@ class RecordingLoader:
 
     def __init__(self, loader):
         self.loader, self.lengths = loader, []
+        self.batch_sampler = loader.batch_sampler  # --loss_norm epoch reads the sampler's plan
+
 
     def __len__(self):
         return len(self.loader)
