@@ -48,7 +48,8 @@ from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec, stra
 from datasets.store import EmbeddingStore, StoreError
 from models_probe import AttentiveProbe, LinearProbe, default_heads, masked_mean
 from util import feature_cache
-from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
+from util.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_store_encoder, checkpoint_digest,
+                             load_pretrained)
 from util.cli import (ArgumentParser, UserError, nonneg_float, output_dir, positive_float, positive_int, run_cli,
                       unit_fraction)
 from util.io import atomic_write_text
@@ -160,6 +161,7 @@ def parse_args(argv=None, probe: str = "ap") -> argparse.Namespace:
 
 # --- features -----------------------------------------------------------------------------------
 _encoder_memo: dict = {}
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 
 def load_encoder(args, store) -> dict | None:
@@ -170,7 +172,8 @@ def load_encoder(args, store) -> dict | None:
     if not args.checkpoint:
         raise ProbeError("--backbone lvmae needs --checkpoint (a pretrained LV-MAE); "
                          "use --backbone none to probe the raw segment embeddings")
-    digest = feature_cache.file_digest(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    path = Path(args.checkpoint)  # a training checkpoint file or an exported directory (its files' digest)
+    digest = checkpoint_digest(path) if path.is_file() or all((path / f).is_file() for f in EXPORT_FILES) else None
     memo = (digest, str(args.device), args.num_patches, store.dim)
     if digest is None or memo not in _encoder_memo:
         model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
