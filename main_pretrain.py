@@ -307,6 +307,7 @@ def resume(path: Path, model, optimizer, scaler, store, ckpt: dict | None = None
 def train(args) -> dict:
     info = dist_util.init_distributed(args.device)
     say = print if info.is_main else (lambda *a, **k: None)
+    say(f"device: {info.device}" + (f" (--device {args.device})" if args.device != str(info.device) else ""))
     if args.distributed or args.world_size is not None:
         say(f"note: --distributed / --world_size are set by torchrun, not by flags; this run has world size "
             f"{info.world_size} (launch `torchrun --nproc_per_node=N main_pretrain.py ...` for DDP)")

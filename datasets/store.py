@@ -99,8 +99,8 @@ def expand_data_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) ->
     Store weights (``weighted_data_paths``) are refused here: they mean something to pretraining only."""
     roots, weights = weighted_data_paths(paths)
     if weights is not None:
-        raise StoreError(f"--data_path {' '.join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths))}"
-                         ": store weights (STORE:WEIGHT, or a weight column in a .txt list) apply to pretraining "
+        given = " ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths))
+        raise StoreError(f"--data_path {given}: store weights (STORE:WEIGHT, or a weight column in a .txt list) apply to pretraining "
                          "(main_pretrain.py) only; give the stores without weights")
     return roots
 

@@ -117,30 +117,31 @@ def s(*parts) -> list[str]:
 
 def interpret_argv(fx, out, store=None, ckpt=None, *extra, db=None):
     return s("--data_path", store or fx.store, "--captions", db or fx.captiondb, "--checkpoint", ckpt or fx.ckpt,
-             "--output_dir", out, "--num_videos", 2, "--no_thumbnails", *extra)
+             "--output_dir", out, "--num_videos", 2, "--no_thumbnails", "--device", "cpu", *extra)
 
 
 def features_argv(fx, out, store=None, ckpt=None, *extra):
-    return s("--data_path", store or fx.store, "--checkpoint", ckpt or fx.ckpt, "--output_dir", out, *extra)
+    return s("--data_path", store or fx.store, "--checkpoint", ckpt or fx.ckpt, "--output_dir", out, "--device", "cpu",
+             *extra)
 
 
 def pretrain_argv(fx, out, store=None, *extra):
     return s("--data_path", store or fx.store, "--output_dir", out, *TINY_MODEL, "--epochs", 1, "--warmup_epochs", 0,
-             "--batch_size", 4, "--num_workers", 0, "--no_progress", *extra)
+             "--batch_size", 4, "--num_workers", 0, "--no_progress", "--device", "cpu", *extra)
 
 
 def probe_argv(fx, out, *extra):
     return s("--dataset", "synthetic", "--annotations", fx.tasks, "--task", "grammar", "--data_path", fx.store,
-             "--backbone", "none", "--epochs", 1, "--output_dir", out, *extra)
+             "--backbone", "none", "--epochs", 1, "--output_dir", out, "--device", "cpu", *extra)
 
 
 def extract_argv(fx, out, *extra):
-    return s(fx.root, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--out", out, *extra)
+    return s(fx.root, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--out", out, "--device", "cpu", *extra)
 
 
 def sweep_argv(fx, out, *extra):
     return s("--checkpoint", fx.ckpt, "--output_dir", out, "--synthetic", fx.store, "--synthetic_annotations",
-             fx.tasks, "--seeds", 1, *extra)
+             fx.tasks, "--seeds", 1, "--device", "cpu", *extra)
 
 
 def ap(argv):
