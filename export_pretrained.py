@@ -19,8 +19,8 @@ subdirectories (e.g. ``demo_out/probe`` for ``demo_out/pretrain/checkpoint-last.
 The directory is written under a temporary name, read back and compared with the checkpoint
 tensor by tensor, then renamed into place: a killed or refused export leaves nothing under
 ``--out``. An existing export at ``--out`` is replaced; any other existing directory is refused.
-Sharing: ``huggingface-cli upload USER/NAME DIR`` or ``LVMAE.from_pretrained(DIR).push_to_hub(...)``
-where there is network.
+Sharing, where there is network: ``hf upload USER/NAME DIR`` uploads the directory as it is
+(``model.push_to_hub`` also works, with the mixin's generic model card instead of this one).
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def find_probe_results(checkpoint: Path, extra: list[str], digest: str) -> pd.Da
         df = read_results(f)
         df = df[df["checkpoint_sha256"].astype(str) == digest]
         if len(df):
-            frames.append(df.assign(source=str(f)))
+            rel = os.path.relpath(f)
+            frames.append(df.assign(source=f if rel.startswith("..") else rel))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
