@@ -177,8 +177,9 @@ def check_store_encoder(ckpt: dict, manifest: dict, path, store_name: str) -> No
 # --- exported model directories (export_pretrained.py, LVMAE.save_pretrained) --------------------
 # config.json: the model_config keys at the top level (what PyTorchModelHubMixin passes to
 # LVMAE's constructor), plus "model_type", "format_version", "objective", "data" (the checkpoint's:
-# encoder, dim, normalized, profile; required), "training" ({"epoch", "args"}: the recipe) and any
-# other plain (JSON) top-level key of the checkpoint. model.safetensors: the checkpoint's "model".
+# encoder, dim, normalized, profile required, any other key kept), "training" ({"epoch", "args"}:
+# the recipe) and any other plain (JSON) top-level key of the checkpoint. model.safetensors: the
+# checkpoint's "model".
 MODEL_TYPE = "lvmae"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 DATA_KEYS = ("encoder", "dim", "normalized", "profile")
@@ -217,7 +218,7 @@ def export_config(ckpt: dict, path="checkpoint") -> dict:
         raise CheckpointError(f"{path} does not record its data's {', '.join(DATA_KEYS)} (it has {have}); "
                               "an export must say which short-video encoder its inputs come from")
     cfg = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **ckpt["model_config"],
-           "objective": objective_of(ckpt), "data": {k: ckpt["data"][k] for k in DATA_KEYS},
+           "objective": objective_of(ckpt), "data": dict(ckpt["data"]),  # DATA_KEYS, and any other data key
            "training": {"epoch": ckpt.get("epoch"), "args": ckpt.get("args") or {}}}
     for key, value in ckpt.items():
         if key in _NOT_EXPORTED or key in cfg:
