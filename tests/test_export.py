@@ -75,7 +75,8 @@ def test_export_files_and_config(run):
 def test_from_pretrained_gives_bitwise_equal_features_and_predictions(run):
     ref, _ = reference_model(run["ckpt"])
     hub = LVMAE.from_pretrained(run["out"])
-    loaded, _ = load_pretrained(run["out"])
+    loaded, ckpt = load_pretrained(run["out"])
+    assert ckpt["objective"] == "mae" and ckpt["epoch"] == 1 and ckpt["data"]["encoder"] == "test:tiny"
     x, lengths, noise = batch()
     with torch.no_grad():
         want_tokens, want_pad = ref.forward_features(x, lengths)

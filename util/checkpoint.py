@@ -262,6 +262,8 @@ def read_exported(path: Path) -> dict:
     ckpt = {k: v for k, v in cfg.items() if k not in keys and k not in _EXPORT_ONLY}
     ckpt.update(model=state, model_config={k: cfg[k] for k in keys if k in cfg}, epoch=training.get("epoch"),
                 args=training.get("args") or {})
+    if "objective" in cfg:  # a top-level checkpoint key, whether or not it is also a constructor argument
+        ckpt["objective"] = cfg["objective"]
     return ckpt
 
 
