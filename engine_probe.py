@@ -48,9 +48,10 @@ from datasets.labelled import AnnotationError, LabelledSequences, TaskSpec, stra
 from datasets.store import EmbeddingStore, StoreError
 from models_probe import AttentiveProbe, LinearProbe, default_heads, masked_mean
 from util import feature_cache
-from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
-from util.cli import (ArgumentParser, UserError, nonneg_float, output_dir, positive_float, positive_int, run_cli,
-                      unit_fraction)
+from util.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_store_encoder, checkpoint_digest,
+                             load_pretrained)
+from util.cli import (DEVICE_HELP, ArgumentParser, UserError, nonneg_float, output_dir, positive_float, positive_int,
+                      resolve_device_flag, run_cli, unit_fraction)
 from util.io import atomic_write_text
 from util.long_video import encode_videos, raw_features
 from util.probe_results import bootstrap_interval, has_row, write_row
@@ -96,7 +97,9 @@ def get_args_parser(probe: str = "ap"):
     g.add_argument("--backbone", default="lvmae", choices=("lvmae", "none"),
                    help="lvmae: the frozen LV-MAE encoder of --checkpoint; none: the raw segment embeddings "
                         "(the paper's 'Baseline' rows)")
-    g.add_argument("--checkpoint", default=None, help="pretrained LV-MAE checkpoint (required with --backbone lvmae)")
+    g.add_argument("--checkpoint", default=None,
+                   help="pretrained LV-MAE, a training checkpoint or an exported directory (export_pretrained.py); "
+                        "required with --backbone lvmae")
     g.add_argument("--num_patches", type=positive_int, default=None,
                    help="raise the encoder's max_len (segments per window; positions are recomputed); "
                         "default: the checkpoint's")
@@ -141,7 +144,7 @@ def get_args_parser(probe: str = "ap"):
                    help="train heads with seeds 0..k-1 (init, shuffling, label subset); report mean and std")
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default="output_probe", type=output_dir, help="results.csv, runs/<run_id>/, cache/")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--num_threads", type=positive_int, default=None,
                    help="CPU threads for this run (default: torch's, i.e. all cores). On a CPU shared with other "
                         "jobs use 1: there more threads made epochs up to 15x slower (benchmarks/bench_probe.py)")
@@ -160,6 +163,7 @@ def parse_args(argv=None, probe: str = "ap") -> argparse.Namespace:
 
 # --- features -----------------------------------------------------------------------------------
 _encoder_memo: dict = {}
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 
 def load_encoder(args, store) -> dict | None:
@@ -170,7 +174,8 @@ def load_encoder(args, store) -> dict | None:
     if not args.checkpoint:
         raise ProbeError("--backbone lvmae needs --checkpoint (a pretrained LV-MAE); "
                          "use --backbone none to probe the raw segment embeddings")
-    digest = feature_cache.file_digest(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    path = Path(args.checkpoint)  # a training checkpoint file or an exported directory (its files' digest)
+    digest = checkpoint_digest(path) if path.is_file() or all((path / f).is_file() for f in EXPORT_FILES) else None
     memo = (digest, str(args.device), args.num_patches, store.dim)
     if digest is None or memo not in _encoder_memo:
         model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
@@ -478,6 +483,7 @@ def run(args) -> list[dict]:
 
 
 def _run(args) -> list[dict]:
+    resolve_device_flag(args)
     for flag in ("seeds", "epochs", "batch_size"):
         if getattr(args, flag) < 1:
             raise ProbeError(f"--{flag} must be >= 1, got {getattr(args, flag)}")

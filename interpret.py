@@ -50,7 +50,8 @@ from datasets.store import EmbeddingStore
 from models_lvmae import MASKINGS, make_mask
 from util.baselines import linear_interpolation, nearest_visible
 from util.checkpoint import check_store_encoder, load_pretrained
-from util.cli import ArgumentParser, open_fraction, output_dir, positive_int, run_cli
+from util.cli import (DEVICE_HELP, ArgumentParser, open_fraction, output_dir, positive_int, resolve_device_flag,
+                      run_cli)
 from util.io import atomic_write_text
 from util.report import SegmentView, VideoView, markdown_table, write_html, write_png
 from util.retrieval import KS, Retrieval, agreement, retrieve, summarize
@@ -65,7 +66,8 @@ def get_args_parser():
     p = argparse.ArgumentParser("LV-MAE interpretable predictions (caption retrieval)", add_help=False)
     p.add_argument("--data_path", nargs="+", required=True, help="embedding store(s), or a .txt file listing them")
     p.add_argument("--captions", required=True, help="caption database directory (python -m datasets.captions)")
-    p.add_argument("--checkpoint", required=True, help="the pretrained LV-MAE checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="the pretrained LV-MAE: a training checkpoint or an exported directory (export_pretrained.py)")
     p.add_argument("--output_dir", required=True, type=output_dir,
                    help="where metrics.json, retrievals.csv and the report go")
     p.add_argument("--num_videos", type=positive_int, default=8,
@@ -79,7 +81,7 @@ def get_args_parser():
     p.add_argument("--num_patches", type=positive_int, default=None,
                    help="window length in segments: at least the checkpoint's max_len (the default)")
     p.add_argument("--batch_size", type=positive_int, default=16, help="videos per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--report_columns", type=positive_int, default=3,
                    help="consecutive segments per report row (Fig. 3: 3)")
     p.add_argument("--figure_rows", type=positive_int, default=6, help="rows (one per video) of the PNG figure")
@@ -228,6 +230,7 @@ def main(argv=None):
     if args.topk < max(KS):
         parser.error(f"--topk {args.topk} < {max(KS)}: R@{max(KS)} needs at least {max(KS)} retrieved captions")
     out = Path(args.output_dir)
+    resolve_device_flag(args)
 
     store = EmbeddingStore(args.data_path)
     store_name = ", ".join(map(str, store.roots))

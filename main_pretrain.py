@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader
 
 import models_lvmae
 import util.dist as dist_util
-from datasets.pretrain import (SHORT_VIDEOS, WINDOW_SAMPLINGS, PretrainWindows, StepBatchSampler, collate_windows, eval_batches,
-                               split_validation)
-from datasets.store import EmbeddingStore, StoreError
+from datasets.pretrain import (SHORT_VIDEOS, WINDOW_SAMPLINGS, PretrainWindows, StepBatchSampler, WeightedMix,
+                               collate_windows, eval_batches, split_validation)
+from datasets.store import EmbeddingStore, StoreError, weighted_data_paths
 from engine_pretrain import LOSS_NORMS, NonFiniteLossError, evaluate, train_one_epoch
 from util.checkpoint import (FORMAT_VERSION, LEGACY_PROFILE, CheckpointError, check_model_config, get_rng_state,
                              load_checkpoint, save_checkpoint, set_rng_state)
@@ -60,7 +60,10 @@ def get_args_parser():
     p = argparse.ArgumentParser("LV-MAE pretraining", add_help=False)
     g = p.add_argument_group("data")
     g.add_argument("--data_path", nargs="+", required=True,
-                   help="embedding store directories, or a .txt file listing them (all with the same encoder and dim)")
+                   help="embedding store directories, or a .txt file listing them (all with the same encoder and "
+                        "dim); STORE:WEIGHT (or a weight column in the .txt) makes a weighted mix: each epoch draws as "
+                        "many items as there are training videos, each from a store with probability proportional "
+                        "to its weight (unweighted stores weigh 1)")
     g.add_argument("--val_data_path", nargs="+", default=None,
                    help="held-out stores for validation (default: hold out --val_fraction of the --data_path videos)")
     g.add_argument("--val_fraction", type=fraction, default=0.05,
@@ -215,8 +218,10 @@ def model_config(args, store_dim: int, store_name: str) -> dict:
 
 
 def open_stores(args):
-    """``(train store, train ids, val store, val ids)``."""
-    store = EmbeddingStore(args.data_path)
+    """``(train store, train ids, val store, val ids)``; ``args.store_weights`` = the --data_path
+    weights (None: no weighted mix)."""
+    roots, args.store_weights = weighted_data_paths(args.data_path)
+    store = EmbeddingStore(roots)
     if args.val_data_path:
         val_store = EmbeddingStore(args.val_data_path)
         for key in ("encoder", "dim"):
@@ -236,6 +241,13 @@ def build_data(args, info: dist_util.DistInfo):
                   max_len=args.num_patches, short_videos=args.short_videos, mask_ratio=args.mask_ratio,
                   window_sampling=args.window_sampling)
     train_set = PretrainWindows(store, train_ids, **window)
+    if args.store_weights is not None:
+        store_of = np.array([store.entry(v).store for v in train_set.video_ids], dtype=np.int64)
+        try:
+            train_set.mix = WeightedMix(store_of, args.store_weights, seed=args.seed,
+                                        names=[str(r) for r in store.roots])
+        except ValueError as e:
+            raise ConfigError(f"--data_path: {e}") from None
     val_set = PretrainWindows(val_store, val_ids, **window)
     sampler = StepBatchSampler(train_set.window_lengths, len(train_set), args.batch_size, args.accum_iter,
                                info.world_size, info.rank, seed=args.seed, group_by_length=args.group_by_length)
@@ -305,6 +317,7 @@ def resume(path: Path, model, optimizer, scaler, store, ckpt: dict | None = None
 def train(args) -> dict:
     info = dist_util.init_distributed(args.device)
     say = print if info.is_main else (lambda *a, **k: None)
+    say(f"device: {info.device}" + (f" (--device {args.device})" if args.device != str(info.device) else ""))
     if args.distributed or args.world_size is not None:
         say(f"note: --distributed / --world_size are set by torchrun, not by flags; this run has world size "
             f"{info.world_size} (launch `torchrun --nproc_per_node=N main_pretrain.py ...` for DDP)")
@@ -323,6 +336,10 @@ def train(args) -> dict:
     np.random.seed(args.seed)
     store, train_set, val_set, sampler, train_loader, val_loader = build_data(args, info)
     short = "< 2 segments" if args.short_videos == "drop" else "too short to mask, --short_videos authors"
+    if train_set.mix is not None:
+        say("weighted mix, per epoch " + f"{train_set.mix.num_draws} draws: " + ", ".join(
+            f"{name} weight {m['weight']:g} (p {m['probability']:.3f}, {m['videos']} videos, realized share "
+            f"{m['realized_share']:.3f})" for name, m in train_set.mix.summary(range(args.epochs)).items()))
     say(f"data: {len(train_set)} training videos, {len(val_set)} validation videos "
         f"(skipped {train_set.num_skipped} + {val_set.num_skipped} {short}) from "
         f"{', '.join(map(str, store.roots))}; encoder {store.manifest['encoder']}, dim {store.dim}")
@@ -354,7 +371,8 @@ def train(args) -> dict:
         write_run_config(output_dir, {"args": vars(args), "git": git_revision(), "model_config": cfg,
                                       "data": store.summary(), "world_size": info.world_size,
                                       "effective_batch_size": eff_batch, "start_epoch": start_epoch,
-                                      "train_videos": len(train_set), "val_videos": len(val_set)})
+                                      "train_videos": len(train_set), "val_videos": len(val_set),
+                                      "mix": train_set.mix and train_set.mix.summary(range(args.epochs))})
         log = JsonLog(output_dir / "log.txt", resume_epoch=start_epoch - 1 if path is not None else None)
         log_writer = tensorboard_writer(output_dir, purge_step=start_epoch * 1000 if path is not None else None)
 
@@ -366,6 +384,8 @@ def train(args) -> dict:
         val_stats = evaluate(model, val_loader, info.device, args, show_progress=args.progress and info.is_main) \
             if len(val_set) else {}
         row = {"epoch": epoch, "dataset": args.dataset, **train_stats, **val_stats}
+        if train_set.mix is not None:
+            row["mix_share"] = train_set.mix.shares(epoch)
         history.append(row)
         if info.is_main:
             # checkpoint-last.pth last: it is the commit point of the epoch. Killed before its

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from util.hub import StrictHubMixin
 from util.pos_embed import get_1d_sincos_pos_embed
 
 MASKINGS = ("random", "semantic", "semantic_inverse")
@@ -84,8 +85,11 @@ def make_mask(x: torch.Tensor, lengths: torch.Tensor, mask_ratio: float, masking
     return (rank < num_masked[:, None]) & valid
 
 
-class LVMAE(nn.Module):
-    """Asymmetric encoder-decoder over ``[B, L, D]`` padded sequences of segment embeddings."""
+class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "long-video", "lvmae"],
+            repo_url="https://github.com/amazon-science/lv-mae"):
+    """Asymmetric encoder-decoder over ``[B, L, D]`` padded sequences of segment embeddings.
+
+    ``LVMAE.from_pretrained(dir)`` / ``model.save_pretrained(dir)``: the Hub format (util.hub)."""
 
     def __init__(self, embed_dim: int = 1024, depth: int = 32, num_heads: int = 16,
                  decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,

@@ -43,7 +43,8 @@ TABLES_OF = {"lvu": ["1", "3", "4", "8"], "coin": ["2", "3", "4"], "breakfast": 
 
 def get_args_parser():
     p = argparse.ArgumentParser("Probe sweep over benchmarks, probes, backbones and seeds", add_help=False)
-    p.add_argument("--checkpoint", required=True, help="pretrained LV-MAE checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="pretrained LV-MAE: a training checkpoint or an exported directory (export_pretrained.py)")
     p.add_argument("--output_dir", required=True, type=output_dir,
                    help="results.csv, runs/, cache/ and tables.md go here")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..k-1 per run")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from preprocessing.pool import DecodePool, Job, default_decoder_threads  # noqa:
 from preprocessing.profiles import PROFILES  # noqa: E402
 from preprocessing.readers import get_reader  # noqa: E402
 from preprocessing.synthetic_videos import parse_size, write_video  # noqa: E402
+from util.logging import emit_json_line  # noqa: E402
 
 _STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 TRANSFORMS = {"clip": transforms.CLIPProcessorTransform(224, *_STATS),
@@ -214,11 +214,7 @@ def main(argv=None):
             result["pool_segments_per_s"] = bench_pool(paths, args.num_workers, "auto", spec)
             result["extract_tiny_clip"] = bench_extract(paths, work, args.num_workers, args.batch_size)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    line = json.dumps(result)
-    print(line)
-    if args.output:
-        with open(args.output, "a") as f:
-            f.write(line + "\n")
+    emit_json_line(result, args.output)
     return result
 
 

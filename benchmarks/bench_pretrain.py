@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import resource
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import models_lvmae  # noqa: E402
 import util.dist as dist_util  # noqa: E402
 from bench_model import matmul_peak, step_flops  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
+from util.logging import emit_json_line  # noqa: E402
 
 # The paper's width (Table 5: 1024-d encoder, 16 heads; 512-d decoder, 16 heads) at depths a CPU runs.
 PAPER_WIDTH = ["--model", "lvmae_d32", "--embed_dim", "1024", "--num_heads", "16", "--decoder_embed_dim", "512",
@@ -81,6 +81,8 @@ class RecordingLoader:
 
     def __init__(self, loader):
         self.loader, self.lengths = loader, []
+        self.batch_sampler = loader.batch_sampler  # --loss_norm epoch reads the sampler's plan
+
 
     def __len__(self):
         return len(self.loader)
@@ -201,11 +203,7 @@ def main(argv=None) -> dict:
             result["grouping_speedup"] = round(result["grouped"]["real_tokens_per_s"]
                                                / result["ungrouped"]["real_tokens_per_s"], 3)
         result["matmul_peak_after_gflops_per_s"] = {k: round(v / 1e9, 1) for k, v in matmul_peaks(info.device).items()}
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+    emit_json_line(result, args.out)
     return result
 
 

@@ -15,7 +15,6 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import models_lvmae  # noqa: E402
 from datasets.labelled import LabelledSequences, TaskSpec  # noqa: E402
 from datasets.store import EmbeddingStore, StoreWriter, make_manifest  # noqa: E402
 from util.long_video import encode_videos, raw_features  # noqa: E402
+from util.logging import emit_json_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = TaskSpec("bench", "genre-like", "classification", 10)
@@ -113,7 +113,7 @@ def main(argv=None):
         result[f"paper_width_d{args.paper_depth}"] = {
             "measured_videos": k, "extrapolated": scale != 1.0,
             **{key: v * scale for key, v in measured.items()}}
-    print(json.dumps(result))
+    emit_json_line(result)
     return result
 
 

@@ -290,6 +290,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+    from util.logging import emit_json_line  # stdlib only: works when the checked packages do not
     result = {"gpu_check": args.device, "python": sys.version.split()[0]}
     if args.device.startswith("cuda") and not gpu_present():
         result.update(ok=True, status="no GPU", reason="no CUDA device visible; nothing checked (--device cpu runs "
@@ -312,11 +313,7 @@ def main(argv=None) -> dict:
                 result.update(run_sections(args.device, work))
                 result["seconds"] = round(time.perf_counter() - start, 1)
             result["ok"] = all(result[name]["status"] != "failed" for name, _ in SECTIONS)
-    line = json.dumps(result, default=str)
-    print(line)
-    if args.output:
-        with open(args.output, "a") as f:
-            f.write(line + "\n")
+    emit_json_line(result, args.output)
     return result
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from datasets.store import EmbeddingStore
-from util.cli import ArgumentParser, UserError, output_dir, positive_int, run_cli
+from util.cli import DEVICE_HELP, ArgumentParser, UserError, output_dir, positive_int, resolve_device_flag, run_cli
 from util.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "lvmae-captions/1"
@@ -276,7 +276,7 @@ def get_args_parser():
     p.add_argument("--batch_size", type=positive_int, default=256, help="captions per text-tower forward pass")
     p.add_argument("--chunk_size", type=positive_int, default=4096,
                    help="captions per committed chunk (the unit a rerun resumes from)")
-    p.add_argument("--device", default="cpu", help="device of the text tower")
+    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
     return p
 
@@ -285,6 +285,7 @@ def main(argv=None):
     parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
+    resolve_device_flag(args)
     store = EmbeddingStore(args.data_path)
     store_name = ", ".join(map(str, store.roots))
     table = read_caption_table(args.captions, store)

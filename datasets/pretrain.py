@@ -25,6 +25,13 @@ index])`` (validation: ``[seed, 1, index]``, fixed for the whole run): a pure fu
 run and a run on any number of ranks see exactly the same windows and masks, and the sampler
 can compute every window's length without reading a single vector.
 
+Weighted mixes (``WeightedMix``; ``--data_path stores/movies:2 stores/finevideo:1``). Without
+weights an epoch's items are the training videos, each once, so a store's share is its share of
+the videos. With weights an epoch's items are as many draws as there are training videos, each
+from store ``s`` with probability ``w_s / sum(w)`` and, within it, the next video of a (seed,
+epoch) random order of the store's videos; item ``i``'s window and mask noise are keyed by
+(seed, epoch, ``i``), the draw's position, so a video drawn twice gets two windows.
+
 Batches. An optimizer step consumes ``batch_size x accum_iter x world_size`` items (the
 effective batch). The sampler forms the effective batches first, from a (seed, epoch)
 permutation padded by repetition to a whole number of steps, grouped by window length within
@@ -43,6 +50,7 @@ from torch.utils.data import Dataset, Sampler
 from datasets.store import EmbeddingStore
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
+MIX_STREAM = 4  # (2: the sampler's permutation, 3: the validation split)
 SHORT_VIDEOS = ("drop", "authors")
 WINDOW_SAMPLINGS = ("duration", "segments")
 # The authors' CombinedData: (videos with fewer than this many segments, window tiled this many times).
@@ -95,8 +103,19 @@ class PretrainWindows(Dataset):
         # store's segments overlap).
         self.seconds_per_segment = float(store.manifest["stride_seconds"])
 
+    # A weighted mix (``WeightedMix``) replaces the epoch's items, one per video, by its draws:
+    # training item ``index`` of ``epoch`` is draw ``index``, whose video is ``mix.draws(epoch)``'s.
+    mix: "WeightedMix | None" = None
+
     def __len__(self) -> int:
-        return len(self.video_ids)
+        return len(self.video_ids) if self.mix is None else self.mix.num_draws
+
+    def video_index(self, index: int, epoch: int | None) -> int:
+        """The video of training item ``index`` at ``epoch`` (itself without a mix, and always
+        for the validation windows, ``epoch=None``)."""
+        if self.mix is None or epoch is None:
+            return index
+        return int(self.mix.draws(epoch)[index])
 
     def _rng(self, index: int, epoch: int | None) -> np.random.Generator:
         key = [self.seed, VAL_STREAM, index] if epoch is None else [self.seed, TRAIN_STREAM, epoch, index]
@@ -106,8 +125,8 @@ class PretrainWindows(Dataset):
         """``(rng, start, n)``: the window of item ``index`` at ``epoch`` (``n`` segments read
         from the store, before any tiling); ``rng`` continues with the draws that follow (the
         mask noise)."""
-        rng = self._rng(index, epoch)
-        length = int(self.lengths[index])
+        rng = self._rng(index, epoch)  # keyed by the draw, not the video: a video drawn twice gets two windows
+        length = int(self.lengths[self.video_index(index, epoch)])
         if self.window_sampling == "segments":
             n = int(rng.integers(2, max(2, min(length, self.max_len)) + 1))
         else:
@@ -121,17 +140,75 @@ class PretrainWindows(Dataset):
         """``[len(self)]`` tokens of every item's window at ``epoch``, tiling included (reads no
         vectors)."""
         n = np.fromiter((self.window(i, epoch)[2] for i in range(len(self))), dtype=np.int64, count=len(self))
-        return np.minimum(n * self.repeats, self.max_len)
+        videos = np.arange(len(self)) if self.mix is None or epoch is None else self.mix.draws(epoch)
+        return np.minimum(n * self.repeats[videos], self.max_len)
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, None)
         rng, start, n = self.window(index, epoch)
-        vid = self.video_ids[index]
+        video = self.video_index(index, epoch)
+        vid = self.video_ids[video]
         x = self.store.get(vid, start, start + n)
-        if self.repeats[index] > 1:
-            x = np.tile(x, (int(self.repeats[index]), 1))[:self.max_len]
+        if self.repeats[video] > 1:
+            x = np.tile(x, (int(self.repeats[video]), 1))[:self.max_len]
         noise = rng.random(len(x), dtype=np.float32)
         return {"x": torch.from_numpy(x), "noise": torch.from_numpy(noise), "index": index, "video_id": vid}
+
+
+class WeightedMix:
+    """A weighted mix of stores: each epoch draws ``num_draws`` training items (default: as many
+    as the training videos of all stores), each from store ``s`` with probability
+    ``weights[s] / sum(weights)`` (independently per draw), whatever the stores' sizes. Within a
+    store the videos come in a random order, cycled when the store is drawn more often than it
+    has videos (every video of a store is drawn once before any is drawn twice).
+
+    The draws are a pure function of (seed, epoch) (``np.random.default_rng([seed, MIX_STREAM,
+    epoch])``), never of the rank or worker, like every other draw of the run; each draw's window
+    and mask noise are keyed by its position in the epoch (``PretrainWindows``).
+    ``store_of [N]``: the store index of each video (``PretrainWindows.video_ids`` order).
+    """
+
+    def __init__(self, store_of: np.ndarray, weights, seed: int = 0, num_draws: int | None = None,
+                 names=None):
+        self.store_of = np.asarray(store_of, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.names = list(names) if names is not None else [str(i) for i in range(len(self.weights))]
+        if not (np.isfinite(self.weights).all() and (self.weights > 0).all()):
+            raise ValueError(f"store weights must be numbers > 0, got {self.weights.tolist()}")
+        self.groups = [np.flatnonzero(self.store_of == s) for s in range(len(self.weights))]
+        empty = [self.names[s] for s, g in enumerate(self.groups) if not len(g)]
+        if empty:
+            raise ValueError(f"weighted store {', '.join(empty)} has no training video (all too short to mask, or "
+                             "held out for validation); drop it from --data_path")
+        self.probabilities = self.weights / self.weights.sum()
+        self.num_draws = len(self.store_of) if num_draws is None else int(num_draws)
+        self.seed = seed
+        self._draws = (None, None)  # (epoch, draws): computed once per epoch
+
+    def draws(self, epoch: int) -> np.ndarray:
+        """``[num_draws]`` video indices of ``epoch``'s items, in draw order."""
+        if self._draws[0] != epoch:
+            rng = np.random.default_rng([self.seed, MIX_STREAM, epoch])
+            which = rng.choice(len(self.weights), size=self.num_draws, p=self.probabilities)
+            out = np.empty(self.num_draws, dtype=np.int64)
+            for s, group in enumerate(self.groups):
+                at = np.flatnonzero(which == s)
+                out[at] = np.resize(rng.permutation(group), len(at))
+            self._draws = (epoch, out)
+        return self._draws[1]
+
+    def shares(self, epoch: int) -> dict[str, float]:
+        """Realized share of each store among ``epoch``'s draws."""
+        counts = np.bincount(self.store_of[self.draws(epoch)], minlength=len(self.weights))
+        return {name: float(c) / self.num_draws for name, c in zip(self.names, counts)}
+
+    def summary(self, epochs) -> dict:
+        """Per store: weight, probability, training videos and the realized share over ``epochs``."""
+        shares = [self.shares(e) for e in epochs]
+        return {name: {"weight": float(self.weights[s]), "probability": float(self.probabilities[s]),
+                       "videos": int(len(self.groups[s])),
+                       "realized_share": float(np.mean([sh[name] for sh in shares])) if shares else None}
+                for s, name in enumerate(self.names)}
 
 
 def collate_windows(items: list[dict]) -> dict:

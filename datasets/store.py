@@ -95,25 +95,68 @@ def with_defaults(manifest: dict) -> dict:
 
 def expand_data_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """``--data_path`` values -> store directories. A ``.txt`` file lists stores, one per line
-    (``#`` comments and blank lines ignored; relative paths are relative to the list file)."""
+    (``#`` comments and blank lines ignored; relative paths are relative to the list file).
+    Store weights (``weighted_data_paths``) are refused here: they mean something to pretraining only."""
+    roots, weights = weighted_data_paths(paths)
+    if weights is not None:
+        given = " ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths))
+        raise StoreError(f"--data_path {given}: store weights (STORE:WEIGHT, or a weight column in a .txt list) apply to pretraining "
+                         "(main_pretrain.py) only; give the stores without weights")
+    return roots
+
+
+def _split_weight(text: str, sep: str | None) -> tuple[str, float | None]:
+    """``"path<sep>weight"`` (``sep=None``: whitespace) -> ``(path, weight)``; ``(text, None)``
+    when there is no separator or the tail is not a number."""
+    parts = text.rsplit(sep, 1)
+    if len(parts) != 2 or not parts[0].strip():
+        return text, None
+    try:
+        weight = float(parts[1])
+    except ValueError:
+        return text, None
+    if not (np.isfinite(weight) and weight > 0):
+        raise StoreError(f"store weight {parts[1]!r} of {parts[0].strip()} must be a number > 0")
+    return parts[0].strip(), weight
+
+
+def weighted_data_paths(paths) -> tuple[list[Path], list[float] | None]:
+    """``--data_path`` values with optional weights -> ``(store directories, weights)``; weights
+    are ``None`` when none is given, else one per store (1 where a store has none).
+
+    A value ``STORE:WEIGHT`` (``stores/movies:2``) weighs a store, unless ``STORE:WEIGHT`` is
+    itself an existing path. A ``.txt`` list line is ``STORE``, ``STORE WEIGHT`` (a weight column,
+    whitespace-separated) or ``STORE:WEIGHT``; a weight on the ``.txt`` itself multiplies its lines'."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
+    out: list[tuple[Path, float | None]] = []
+    for value in paths:
+        text, weight = str(value), None
+        if not Path(text).exists():
+            text, weight = _split_weight(text, ":")
+        p = Path(text)
         if p.suffix == ".txt" and not p.is_dir():
             if not p.is_file():
                 raise StoreError(f"store list file {p} does not exist")
             for line in p.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
-                if line:
-                    q = Path(line)
-                    out.append(q if q.is_absolute() else p.parent / q)
+                if not line:
+                    continue
+                entry, w = line, None
+                if not (p.parent / line).exists():  # (an absolute line replaces p.parent)
+                    entry, w = _split_weight(line, None)
+                    if w is None:
+                        entry, w = _split_weight(line, ":")
+                q = Path(entry)
+                w = w if weight is None else (w or 1.0) * weight
+                out.append((q if q.is_absolute() else p.parent / q, w))
         else:
-            out.append(p)
+            out.append((p, weight))
     if not out:
         raise StoreError(f"no embedding store given (--data_path {list(map(str, paths))!r} is empty)")
-    return out
+    roots = [p for p, _ in out]
+    weights = None if all(w is None for _, w in out) else [1.0 if w is None else w for _, w in out]
+    return roots, weights
 
 
 def check_compatible(manifests: Sequence[dict], names: Sequence[str]) -> None:

@@ -76,8 +76,9 @@ def get_args_parser():
     p.add_argument("--batch_size", type=positive_int, default=64, help="segments per encoder batch (mixing videos)")
     p.add_argument("--num_workers", type=positive_int, default=None,
                    help="decode worker processes per rank (default: CPUs per rank - 1, between 1 and 8)")
-    p.add_argument("--device", default=None,
-                   help="encoder device (default: cuda:LOCAL_RANK if CUDA is available, else cpu)")
+    p.add_argument("--device", default="auto",
+                   help="encoder device: auto (default: cuda:LOCAL_RANK if CUDA is available, else cpu), cpu, cuda, "
+                        "cuda:1 ... (a bare cuda is cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
                    help="encoder precision (auto: float16 on GPU, float32 on CPU; --profile authors: float32)")
     p.add_argument("--store_dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")
@@ -148,7 +149,8 @@ def run(args) -> dict:
     try:
         shard = parse_shard(args.shard)
         reader = getattr(get_reader(args.reader), "name", args.reader)  # fail here, not in every worker
-        device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        from util.dist import resolve_device
+        device = str(resolve_device(args.device or "auto", local_rank))
         encoder = build_encoder(args.encoder, args.checkpoint, device, args.dtype, args.frames_per_segment,
                                 profile.name)
         videos = list_videos(args.inputs, [e.strip() for e in args.extensions.split(",") if e.strip()],

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import engine_probe
+import export_pretrained
 import extract_features
 import interpret
 import main_pretrain
@@ -94,12 +95,20 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     arr.flush()
     del arr
 
+    no_data = root / "no_data.pth"  # a checkpoint that does not say which encoder made its inputs
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config, "epoch": 0, "args": {}}, no_data)
+    weighted_list = root / "mix.txt"
+    weighted_list.write_text(f"{store} -2\n")
+    bare_export = root / "bare_export"  # a Hub-format directory whose config.json lacks the data's encoder
+    model.save_pretrained(bare_export)
+
     bad_results = root / "bad_results"
     bad_results.mkdir()
     (bad_results / "results.csv").write_bytes(b"\xff\xfe\x00" + np.random.default_rng(3).bytes(500))
     return SimpleNamespace(root=root, corpus=corpus, store=store, tasks=corpus / "tasks", ckpt=ckpt,
                            captiondb=captiondb, bad_db=bad_db, junk=junk, not_a_model=not_a_model, empty=empty, corrupt=corrupt,
-                           truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere")
+                           truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere",
+                           no_data=no_data, bare_export=bare_export, weighted_list=weighted_list)
 
 
 @dataclass(frozen=True)
@@ -117,30 +126,35 @@ def s(*parts) -> list[str]:
 
 def interpret_argv(fx, out, store=None, ckpt=None, *extra, db=None):
     return s("--data_path", store or fx.store, "--captions", db or fx.captiondb, "--checkpoint", ckpt or fx.ckpt,
-             "--output_dir", out, "--num_videos", 2, "--no_thumbnails", *extra)
+             "--output_dir", out, "--num_videos", 2, "--no_thumbnails", "--device", "cpu", *extra)
 
 
 def features_argv(fx, out, store=None, ckpt=None, *extra):
-    return s("--data_path", store or fx.store, "--checkpoint", ckpt or fx.ckpt, "--output_dir", out, *extra)
+    return s("--data_path", store or fx.store, "--checkpoint", ckpt or fx.ckpt, "--output_dir", out, "--device", "cpu",
+             *extra)
 
 
 def pretrain_argv(fx, out, store=None, *extra):
     return s("--data_path", store or fx.store, "--output_dir", out, *TINY_MODEL, "--epochs", 1, "--warmup_epochs", 0,
-             "--batch_size", 4, "--num_workers", 0, "--no_progress", *extra)
+             "--batch_size", 4, "--num_workers", 0, "--no_progress", "--device", "cpu", *extra)
 
 
 def probe_argv(fx, out, *extra):
     return s("--dataset", "synthetic", "--annotations", fx.tasks, "--task", "grammar", "--data_path", fx.store,
-             "--backbone", "none", "--epochs", 1, "--output_dir", out, *extra)
+             "--backbone", "none", "--epochs", 1, "--output_dir", out, "--device", "cpu", *extra)
 
 
 def extract_argv(fx, out, *extra):
-    return s(fx.root, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--out", out, *extra)
+    return s(fx.root, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--out", out, "--device", "cpu", *extra)
 
 
 def sweep_argv(fx, out, *extra):
     return s("--checkpoint", fx.ckpt, "--output_dir", out, "--synthetic", fx.store, "--synthetic_annotations",
-             fx.tasks, "--seeds", 1, *extra)
+             fx.tasks, "--seeds", 1, "--device", "cpu", *extra)
+
+
+def videos_argv(fx, out, *extra):
+    return s("--videos", fx.root, "--checkpoint", fx.ckpt, "--output_dir", out, "--device", "cpu", *extra)
 
 
 def ap(argv):
@@ -261,6 +275,49 @@ ROWS = [
         r"--lr_schedule: invalid choice: 'linear'"),
     Row("pretrain: --device nope", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--device", "nope"), r"--device nope is not a device"),
+    # --- export_pretrained.py, exported directories -----------------------------------------------
+    Row("export_pretrained: missing checkpoint", export_pretrained.main,
+        lambda fx, out: s(fx.missing, "--out", out), r"checkpoint .*nowhere does not exist"),
+    Row("export_pretrained: junk checkpoint", export_pretrained.main,
+        lambda fx, out: s(fx.junk, "--out", out), r"junk\.pth is not a checkpoint"),
+    Row("export_pretrained: checkpoint without its data's encoder", export_pretrained.main,
+        lambda fx, out: s(fx.no_data, "--out", out), r"no_data\.pth does not record its data's encoder"),
+    Row("export_pretrained: --out an existing directory that is not an export", export_pretrained.main,
+        lambda fx, out: s(fx.ckpt, "--out", fx.not_a_model), r"--out: .*not_a_model exists and is not an LV-MAE export"),
+    Row("export_pretrained: --out is a file", export_pretrained.main, lambda fx, out: s(fx.ckpt, "--out", out),
+        r"--out: .*out is a file", out_is_file=True),
+    Row("export_pretrained: --probe_results missing", export_pretrained.main,
+        lambda fx, out: s(fx.ckpt, "--out", out, "--probe_results", fx.missing), r"--probe_results .*nowhere"),
+    Row("test_ap: --checkpoint an exported directory without data.encoder", ap,
+        lambda fx, out: probe_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.bare_export),
+        r"bare_export/config\.json lacks data\.encoder"),
+    Row("extract_features: --checkpoint an exported directory without data.encoder", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, fx.bare_export), r"bare_export/config\.json lacks data\.encoder"),
+    # --- extract_features.py --videos ------------------------------------------------------------
+    Row("extract_features: --videos without --encoder", extract_features.main,
+        lambda fx, out: videos_argv(fx, out), r"--videos needs --encoder and --encoder_checkpoint"),
+    Row("extract_features: --encoder without --videos", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--encoder", "clip", "--encoder_checkpoint", fx.root),
+        r"--encoder / --encoder_checkpoint go with --videos"),
+    Row("extract_features: --videos and --data_path", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--videos", fx.root),
+        r"--videos: not allowed with argument --data_path"),
+    Row("extract_features: --videos with another encoder than the checkpoint's", extract_features.main,
+        lambda fx, out: videos_argv(fx, out, "--encoder", "clip", "--encoder_checkpoint", fx.not_a_model),
+        r"checkpoint-last\.pth was pretrained on .* embeddings; --encoder clip .*makes 'clip:not_a_model' ones"),
+    Row("extract_features: --extract_batch_size 0", extract_features.main,
+        lambda fx, out: videos_argv(fx, out, "--encoder", "clip", "--encoder_checkpoint", fx.root,
+                                    "--extract_batch_size", "0"), r"--extract_batch_size.*got 0"),
+    Row("extract_features: --device nope", extract_features.main,
+        lambda fx, out: features_argv(fx, out, None, None, "--device", "nope"), r"--device nope is not a device"),
+    # --- weighted mixes -----------------------------------------------------------------------------
+    Row("pretrain: --data_path STORE:0", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, f"{fx.store}:0"), r"store weight '0' of .*benchmark must be a number > 0"),
+    Row("pretrain: --data_path STORE:-2 in a .txt list", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, fx.weighted_list), r"store weight '-2' of .*benchmark must be"),
+    Row("extract_features: a weighted --data_path", extract_features.main,
+        lambda fx, out: features_argv(fx, out, f"{fx.store}:2"), r"--data_path .*benchmark:2: store weights .* apply to "
+        r"pretraining"),
     # --- test tools ------------------------------------------------------------------------------
     Row("synthetic_videos: --seconds 0", synthetic_videos.main, lambda fx, out: s("--out", out, "--seconds", "0"),
         r"--seconds.*got 0"),

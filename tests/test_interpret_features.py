@@ -40,7 +40,7 @@ def extracted(tmp_path_factory):
     store, ckpt, out = make_store(tmp / "store"), make_checkpoint(tmp / "ckpt.pth"), tmp / "out"
     # batch_size 2 mixes videos of different lengths (and windows of one video) in a batch
     extract_features.main(["--data_path", str(store), "--checkpoint", str(ckpt), "--output_dir", str(out),
-                           "--all_tokens", "--batch_size", "2", "--chunk_videos", "3"])
+                           "--all_tokens", "--batch_size", "2", "--chunk_videos", "3", "--device", "cpu"])
     return store, ckpt, out
 
 

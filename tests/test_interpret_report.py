@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     db = root / "captiondb"
     captions.main(["--captions", str(corpus / "captions.csv"), "--data_path", str(corpus / "benchmark"),
                    "--encoder", "clip", "--checkpoint", str(clip_dir), "--output_dir", str(db),
-                   "--chunk_size", "5"])
+                   "--chunk_size", "5", "--device", "cpu"])
     torch.manual_seed(0)
     model = LVMAE(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
                   max_len=MAX_LEN, input_dim=tower.dim)
@@ -54,7 +54,7 @@ def setup(tmp_path_factory):
     out = root / "out"
     metrics = interpret.main(["--data_path", str(corpus / "benchmark"), "--captions", str(db), "--checkpoint",
                               str(ckpt), "--output_dir", str(out), "--num_videos", "5", "--seed", "3",
-                              "--figure_rows", "3"])
+                              "--figure_rows", "3", "--device", "cpu"])
     return dict(root=root, clip_dir=clip_dir, tower=tower, corpus=corpus, db=db, ckpt=ckpt, out=out,
                 metrics=metrics)
 
@@ -169,7 +169,7 @@ def test_masks_and_windows_reproducible_and_independent_of_the_sample(setup, tmp
     pick = [m["videos"][i]["video_id"] for i in (3, 1)]
     again = interpret.main(["--data_path", str(setup["corpus"] / "benchmark"), "--captions", str(setup["db"]),
                             "--checkpoint", str(setup["ckpt"]), "--output_dir", str(tmp_path), "--seed", "3",
-                            "--video_ids", *pick, "--no_thumbnails"])
+                            "--video_ids", *pick, "--no_thumbnails", "--device", "cpu"])
     first = {v["video_id"]: v for v in m["videos"]}
     for v in again["videos"]:
         assert v == first[v["video_id"]]
@@ -202,9 +202,9 @@ def test_thumbnails_from_a_readable_source_video(setup, tmp_path):
     pd.DataFrame({"video_id": "rgb", "start": [0.0, 5.0, 10.0], "end": [5.0, 10.0, 15.0], "caption": texts}) \
         .to_csv(tmp_path / "captions.csv", index=False)
     captions.main(["--captions", str(tmp_path / "captions.csv"), "--data_path", str(store), "--encoder", "clip",
-                   "--checkpoint", str(setup["clip_dir"]), "--output_dir", str(tmp_path / "db")])
+                   "--checkpoint", str(setup["clip_dir"]), "--output_dir", str(tmp_path / "db"), "--device", "cpu"])
     interpret.main(["--data_path", str(store), "--captions", str(tmp_path / "db"), "--checkpoint",
-                    str(setup["ckpt"]), "--output_dir", str(tmp_path / "out"), "--num_videos", "1"])
+                    str(setup["ckpt"]), "--output_dir", str(tmp_path / "out"), "--num_videos", "1", "--device", "cpu"])
     page = parse(tmp_path / "out" / "report.html")
     assert [s for _, s, _ in page.cards] == [0, 1, 2] and len(page.images) == 3
     for src, color in zip(page.images, colors):

@@ -41,7 +41,8 @@ def corpus(tmp_path_factory):
 
 def run(corpus, out, *extra, encoder="clip"):
     return extract.main([str(corpus["videos"]), "--encoder", encoder, "--checkpoint", str(corpus["models"][encoder]),
-                         "--out", str(out), "--batch_size", "4", "--store_dtype", "float32", "--no_progress", *extra])
+                         "--out", str(out), "--batch_size", "4", "--store_dtype", "float32", "--no_progress", "--device",
+                         "cpu", *extra])
 
 
 def contents(store_dir):

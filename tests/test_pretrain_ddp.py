@@ -1,6 +1,8 @@
 """torchrun (2 processes, gloo, with gradient accumulation) equals one process on the same global
 batch: same items per optimizer step, the loss normalized by a count of the whole step or epoch
-(never of one rank), DDP's mean undone. Both `--loss_norm epoch` and `step`."""
+(never of one rank), DDP's mean undone. Both `--loss_norm epoch` and `step`; the `step` run also
+pretrains on a weighted mix of two stores (--data_path A:3 B:1), whose draws are the same on
+every rank."""
 import json
 import os
 import subprocess
@@ -18,10 +20,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_norm", ["epoch", "step"])
-def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm):
+@pytest.mark.parametrize("loss_norm,mix", [("epoch", False), ("step", True)])
+def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm, mix):
     store = write_store(tmp_path / "store", [int(n) for n in np.random.default_rng(5).integers(1, 60, size=40)])
-    common = ["--data_path", str(store), *TINY_MODEL, "--epochs", "2", "--warmup_epochs", "1", "--blr", "5e-2",
+    data = [str(store)]
+    if mix:
+        small = write_store(tmp_path / "small", [int(n) for n in np.random.default_rng(6).integers(2, 60, size=8)],
+                            seed=1)
+        data = [f"{small}:3", f"{store}:1"]
+    common = ["--data_path", *data, *TINY_MODEL, "--epochs", "2", "--warmup_epochs", "1", "--blr", "5e-2",
               "--num_workers", "0", "--no_progress", "--duration_max", "200", "--val_fraction", "0.2",
               "--loss_norm", loss_norm]
     single = main_pretrain.main(common + ["--output_dir", str(tmp_path / "single"), "--batch_size", "8"])
@@ -42,3 +49,6 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm):
         assert b["real_tokens"] == a["real_tokens"]  # the same windows, whatever the world size
         assert b["val_masked_tokens"] == a["val_masked_tokens"]
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b.get("mix_share") == a.get("mix_share")
+        if mix:
+            assert b["mix_share"][str(small)] > 0.5  # 8 of 48 videos, drawn with probability 3/4

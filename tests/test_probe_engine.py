@@ -47,7 +47,7 @@ def checkpoint(corpus):
 
 def argv(corpus, out, task="style", backbone="none", checkpoint=None, *extra):
     a = ["--dataset", "synthetic", "--annotations", str(corpus / "tasks"), "--task", task,
-         "--data_path", str(corpus / "benchmark"), "--backbone", backbone, "--output_dir", str(out)]
+         "--data_path", str(corpus / "benchmark"), "--backbone", backbone, "--output_dir", str(out), "--device", "cpu"]
     return a + (["--checkpoint", str(checkpoint)] if checkpoint else []) + list(extra)
 
 
@@ -208,7 +208,7 @@ def test_sweep_runs_every_task_probe_and_backbone_in_process(corpus, checkpoint,
     out = tmp_path / "sweep"
     code = sweep_probes.main(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--seeds", "1",
                               "--synthetic", str(corpus / "benchmark"), "--synthetic_annotations",
-                              str(corpus / "tasks"), "--tasks", "style", "pace", "--epochs", "1"])
+                              str(corpus / "tasks"), "--tasks", "style", "pace", "--epochs", "1", "--device", "cpu"])
     assert code == 0
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 8 and set(zip(table.task, table.probe, table.backbone)) == {
@@ -385,7 +385,7 @@ def test_sweep_label_fractions_and_passed_through_flags(corpus, tmp_path):
     out = tmp_path / "sweep"
     common = ["--checkpoint", "unused.pth", "--output_dir", str(out), "--seeds", "2", "--synthetic",
               str(corpus / "benchmark"), "--synthetic_annotations", str(corpus / "tasks"), "--tasks", "style",
-              "--probes", "lp", "--backbones", "none", "--epochs", "1"]
+              "--probes", "lp", "--backbones", "none", "--epochs", "1", "--device", "cpu"]
     assert sweep_probes.main(common + ["--label_fractions", "0.25", "1"]) == 0
     table = pd.read_csv(out / "results.csv")
     assert sorted(set(table.label_fraction)) == [0.25, 1.0] and len(table) == 4

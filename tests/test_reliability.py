@@ -157,9 +157,9 @@ def test_progress_bars_stay_out_of_redirected_output(tmp_path, capsys):
                                                 "--output_dir", str(tmp_path / "probe")]),
         (interpret.main, ["--data_path", str(corpus / "benchmark"), "--captions", str(tmp_path / "db"),
                           "--checkpoint", str(ckpt), "--output_dir", str(tmp_path / "interpret"), "--num_videos", "4",
-                          "--batch_size", "2", "--no_thumbnails"]),
+                          "--batch_size", "2", "--no_thumbnails", "--device", "cpu"]),
         (extract_features.main, ["--data_path", str(corpus / "benchmark"), "--checkpoint", str(ckpt),
-                                 "--output_dir", str(tmp_path / "features"), "--chunk_videos", "4"]),
+                                 "--output_dir", str(tmp_path / "features"), "--chunk_videos", "4", "--device", "cpu"]),
         (synthetic.main, ["--out", str(tmp_path / "corpus2"), "--num_videos", "4", "--num_pretrain", "0",
                           "--num_movies", "0", "--dim", "8", "--num_scenes", "4", "--num_grammars", "2"]),
     ]:

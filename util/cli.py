@@ -141,3 +141,18 @@ def output_file(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value} is a directory, not a file")
     output_dir(str(path.parent))
     return value
+
+
+# --- --device ------------------------------------------------------------------------------------
+DEVICE_HELP = "auto (default: CUDA when available, else CPU), cpu, cuda, cuda:1 ..."
+
+
+def resolve_device_flag(args, flag: str = "device", local_rank: int = 0, say=print) -> str:
+    """``args.<flag>`` with ``auto`` resolved (``util.dist.resolve_device``; a bare ``cuda`` is
+    this process's GPU), stored back as a string and printed, so a log says where a run ran."""
+    from util.dist import resolve_device  # util.dist imports this module
+    asked = getattr(args, flag)
+    device = str(resolve_device(asked, local_rank))
+    setattr(args, flag, device)
+    say(f"device: {device}" + (f" (--{flag} {asked})" if asked != device else ""))
+    return device

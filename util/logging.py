@@ -69,6 +69,16 @@ class JsonLog:
             f.write(json.dumps(jsonable(row)) + "\n")
 
 
+def emit_json_line(result: dict, path: str | Path | None = None) -> str:
+    """Print ``result`` as one JSON line (a benchmark's output) and append it to ``path`` if given."""
+    line = json.dumps(result, default=str)
+    print(line, flush=True)
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return line
+
+
 def tensorboard_writer(output_dir: str | Path, purge_step: int | None = None):
     """A SummaryWriter over ``output_dir`` (imported lazily: TensorBoard is slow to import).
     ``purge_step``: on resume, hide the events a killed run wrote at or after this step."""

@@ -19,6 +19,12 @@ BACKENDS = {
 }
 
 
+def encoder_name(backend: str, checkpoint) -> str:
+    """``"<backend>:<checkpoint directory name>"``: the name a store's manifest records (and a
+    checkpoint's data), known before any weight is loaded."""
+    return f"{backend}:{Path(checkpoint).resolve().name}"
+
+
 class EncoderError(UserError, ValueError):
     """An encoder that cannot be built as asked; the message names the flag or file at fault."""
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from preprocessing.decode import SamplingSpec
-from preprocessing.encoders import EncoderError
+from preprocessing.encoders import EncoderError, encoder_name
 from preprocessing.profiles import Profile
 from preprocessing.transforms import FrameTransform
 from preprocessing.windows import RULE_NAMES
@@ -59,7 +59,7 @@ class SegmentEncoder:
 
     def __init__(self, checkpoint: Path, device: torch.device, dtype: torch.dtype, *, frames_per_segment: int,
                  transform: FrameTransform, dim: int, profile: Profile, has_text: bool = True):
-        self.name = f"{self.backend}:{Path(checkpoint).resolve().name}"
+        self.name = encoder_name(self.backend, checkpoint)
         self.checkpoint = Path(checkpoint)
         self.device, self.dtype = device, dtype
         self.frames_per_segment = int(frames_per_segment)
