@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 
 import models_lvmae
 import util.dist as dist_util
-from datasets.pretrain import (SHORT_VIDEOS, PretrainWindows, StepBatchSampler, WeightedMix, collate_windows,
-                               eval_batches, split_validation)
+from datasets.pretrain import (SHORT_VIDEOS, WINDOW_SAMPLINGS, PretrainWindows, StepBatchSampler, WeightedMix,
+                               collate_windows, eval_batches, split_validation)
 from datasets.store import EmbeddingStore, StoreError, weighted_data_paths
 from engine_pretrain import LOSS_NORMS, NonFiniteLossError, evaluate, train_one_epoch
 from util.checkpoint import (FORMAT_VERSION, LEGACY_PROFILE, CheckpointError, check_model_config, get_rng_state,
@@ -41,13 +41,15 @@ from util.checkpoint import (FORMAT_VERSION, LEGACY_PROFILE, CheckpointError, ch
 from util.cli import (ArgumentParser, UserError, fraction, nonneg_float, nonneg_int, open_fraction, output_dir,
                       positive_float, positive_int, run_cli)
 from util.io import nothing_left_on_error
+from util.lr_sched import LR_SCHEDULES
 from util.logging import JsonLog, git_revision, jsonable, tensorboard_writer, write_run_config
 
 LAST = "checkpoint-last.pth"
 # Flags that define the run and whose default may change between versions. Not given on resume,
 # they take the checkpoint's value (rerunning the same command continues the run it started);
 # otherwise the default. flag: (default of a new run, value of a checkpoint whose args lack it).
-RUN_DEFAULTS = {"loss_norm": ("epoch", "step"), "short_videos": ("drop", "drop")}
+RUN_DEFAULTS = {"loss_norm": ("epoch", "step"), "short_videos": ("drop", "drop"),
+                "window_sampling": ("duration", "duration"), "lr_schedule": ("cosine", "cosine")}
 
 
 class ConfigError(UserError, ValueError):
@@ -72,6 +74,10 @@ def get_args_parser():
                    help="shortest random window, in seconds (Sec. 3.3)")
     g.add_argument("--duration_max", type=positive_float, default=1280.0,
                    help="longest random window, in seconds (256 tokens x 5 s); windows are also capped at --num_patches")
+    g.add_argument("--window_sampling", choices=WINDOW_SAMPLINGS, default=None,
+                   help="duration (default): a random duration in [--duration_min, --duration_max] seconds, capped "
+                        "at the video and --num_patches; segments: a number of segments uniform in [2, min(video "
+                        "length, --num_patches)] (duration flags unused); on resume the default is the checkpoint's")
     g.add_argument("--no_group_by_length", dest="group_by_length", action="store_false",
                    help="do not group windows of similar length into batches (with --loss_norm epoch grouping "
                         "only reduces padding; with step / authors it also reweights short windows' tokens)")
@@ -125,6 +131,9 @@ def get_args_parser():
     g.add_argument("--warmup_epochs", type=nonneg_float, default=40, help="linear lr warmup, in epochs")
     g.add_argument("--blr", type=positive_float, default=1.5e-4, help="base lr: lr = blr x effective batch / 256")
     g.add_argument("--lr", type=positive_float, default=None, help="absolute lr (overrides --blr)")
+    g.add_argument("--lr_schedule", choices=LR_SCHEDULES, default=None,
+                   help="after the linear warmup: cosine (default; Table 5) decay to --min_lr, or constant lr; "
+                        "on resume the default is the checkpoint's")
     g.add_argument("--min_lr", type=nonneg_float, default=0.0, help="lr at the end of the cosine decay")
     g.add_argument("--weight_decay", type=nonneg_float, default=0.05,
                    help="AdamW weight decay (not on biases, norms, tokens)")
@@ -229,7 +238,8 @@ def build_data(args, info: dist_util.DistInfo):
     """Datasets, the training sampler and both loaders for this rank."""
     store, train_ids, val_store, val_ids = open_stores(args)
     window = dict(seed=args.seed, duration_min=args.duration_min, duration_max=args.duration_max,
-                  max_len=args.num_patches, short_videos=args.short_videos, mask_ratio=args.mask_ratio)
+                  max_len=args.num_patches, short_videos=args.short_videos, mask_ratio=args.mask_ratio,
+                  window_sampling=args.window_sampling)
     train_set = PretrainWindows(store, train_ids, **window)
     if args.store_weights is not None:
         store_of = np.array([store.entry(v).store for v in train_set.video_ids], dtype=np.int64)
@@ -349,7 +359,8 @@ def train(args) -> dict:
         start_epoch = resume(path, model, optimizer, scaler, store, resumed)
         del resumed  # not held for the whole run
         say(f"resumed from {path}: starting at epoch {start_epoch} (--loss_norm {args.loss_norm}, "
-            f"--input_scale {args.input_scale}, --short_videos {args.short_videos})")
+            f"--input_scale {args.input_scale}, --short_videos {args.short_videos}, --window_sampling "
+            f"{args.window_sampling}, --lr_schedule {args.lr_schedule})")
     ddp_model = compile_model(model, args)  # shares model's parameters; model is what is saved
     if info.distributed:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

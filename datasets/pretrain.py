@@ -6,6 +6,10 @@ Windows. For every item the dataset draws a duration ``U[duration_min, duration_
 segment`` segments, capped at the video's length and at ``max_len`` (``--num_patches``) and
 floored at 2 (a window of fewer segments carries no loss), and a uniform random start. The
 same generator then draws the window's mask ``noise`` (``[n]``, for random masking).
+``window_sampling="segments"`` draws the number of segments instead, ``n ~ U{2, ..., min(length,
+max_len)}`` (integers): every window length a video allows is equally likely. With ``duration``
+(default) a draw longer than the video is capped at it, so on videos much shorter than
+``duration_max`` most windows are the whole video; ``segments`` keeps crops of every size.
 
 Short videos (``short_videos``; the paper is silent). ``drop`` (default): videos of fewer than 2
 segments are skipped. ``authors`` (``data/CombinedData.py`` of the authors' code): a video with
@@ -48,6 +52,7 @@ from datasets.store import EmbeddingStore
 TRAIN_STREAM, VAL_STREAM = 0, 1
 MIX_STREAM = 4  # (2: the sampler's permutation, 3: the validation split)
 SHORT_VIDEOS = ("drop", "authors")
+WINDOW_SAMPLINGS = ("duration", "segments")
 # The authors' CombinedData: (videos with fewer than this many segments, window tiled this many times).
 AUTHORS_REPEATS = ((2, 8), (5, 3))
 
@@ -72,7 +77,7 @@ class PretrainWindows(Dataset):
 
     def __init__(self, store: EmbeddingStore, video_ids=None, *, seed: int = 0, duration_min: float = 10.0,
                  duration_max: float = 1280.0, max_len: int = 256, short_videos: str = "drop",
-                 mask_ratio: float = 0.5):
+                 mask_ratio: float = 0.5, window_sampling: str = "duration"):
         if not 0 < duration_min <= duration_max:
             raise ValueError(f"--duration_min {duration_min} / --duration_max {duration_max}: "
                              "need 0 < duration_min <= duration_max")
@@ -80,6 +85,9 @@ class PretrainWindows(Dataset):
             raise ValueError(f"--num_patches must be at least 2, got {max_len}")
         if short_videos not in SHORT_VIDEOS:
             raise ValueError(f"unknown --short_videos {short_videos!r}; choose from {SHORT_VIDEOS}")
+        if window_sampling not in WINDOW_SAMPLINGS:
+            raise ValueError(f"unknown --window_sampling {window_sampling!r}; choose from {WINDOW_SAMPLINGS}")
+        self.window_sampling = window_sampling
         self.store = store
         ids = list(store.video_ids if video_ids is None else video_ids)
         lengths = store.lengths(ids)
@@ -119,8 +127,11 @@ class PretrainWindows(Dataset):
         mask noise)."""
         rng = self._rng(index, epoch)  # keyed by the draw, not the video: a video drawn twice gets two windows
         length = int(self.lengths[self.video_index(index, epoch)])
-        duration = rng.uniform(self.duration_min, self.duration_max)
-        n = int(duration // self.seconds_per_segment)
+        if self.window_sampling == "segments":
+            n = int(rng.integers(2, max(2, min(length, self.max_len)) + 1))
+        else:
+            duration = rng.uniform(self.duration_min, self.duration_max)
+            n = int(duration // self.seconds_per_segment)
         n = max(2, min(n, length, self.max_len))
         start = int(rng.integers(0, length - n + 1))
         return rng, start, n

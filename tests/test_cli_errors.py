@@ -267,6 +267,12 @@ ROWS = [
         r"nowhere does not exist"),
     Row("pretrain: --mask_ratio 1", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \(0, 1\)"),
+    Row("pretrain: --window_sampling frames", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--window_sampling", "frames"),
+        r"--window_sampling: invalid choice: 'frames'"),
+    Row("pretrain: --lr_schedule linear", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--lr_schedule", "linear"),
+        r"--lr_schedule: invalid choice: 'linear'"),
     Row("pretrain: --device nope", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--device", "nope"), r"--device nope is not a device"),
     # --- export_pretrained.py, exported directories -----------------------------------------------

@@ -11,7 +11,7 @@ from datasets.pretrain import (PretrainWindows, StepBatchSampler, collate_window
                                split_validation)
 from datasets.store import EmbeddingStore
 from pretrain_fixtures import write_store
-from util.lr_sched import adjust_learning_rate, cosine_lr
+from util.lr_sched import adjust_learning_rate, cosine_lr, scheduled_lr
 
 LENGTHS = [1, 2, 3, 7, 40, 300, 600, 1, 12, 255, 256, 257, 4]
 
@@ -78,6 +78,32 @@ def test_window_duration_is_uniform_in_seconds(tmp_path):
     assert set(narrow.window_lengths(0)) == {10}
     capped = PretrainWindows(ds.store, max_len=16)
     assert capped.window_lengths(1).max() == 16
+
+
+def test_window_segments_are_uniform_in_segments(tmp_path):
+    """--window_sampling segments: n ~ U{2, ..., min(length, max_len)}, every length equally likely
+    (the duration draw on 40-segment videos gives the whole video ~85% of the time)."""
+    ds_store = EmbeddingStore(write_store(tmp_path, [40, 40, 7]))
+    seg = PretrainWindows(ds_store, seed=0, window_sampling="segments")
+    n = np.stack([seg.window_lengths(e) for e in range(1500)])  # [epochs, videos]
+    for col, hi in ((0, 40), (2, 7)):
+        counts = Counter(n[:, col].tolist())
+        assert set(counts) == set(range(2, hi + 1))
+        expected = len(n) / (hi - 1)
+        assert max(abs(c - expected) for c in counts.values()) < 5 * math.sqrt(expected)
+    assert abs(n[:, :2].mean() - 21) < 0.6  # 3000 draws, std of the mean ~0.2
+    dur = np.stack([PretrainWindows(ds_store, seed=0).window_lengths(e) for e in range(200)])
+    assert (dur[:, 0] == 40).mean() > 0.8 and (n[:, 0] == 40).mean() < 0.06
+    capped = PretrainWindows(ds_store, seed=0, window_sampling="segments", max_len=16)
+    assert set(np.concatenate([capped.window_lengths(e) for e in range(300)]).tolist()) == set(range(2, 17))
+    # keyed like the duration draw: same (seed, epoch, index), same window and noise
+    again = PretrainWindows(ds_store, seed=0, window_sampling="segments")
+    for key in [(1, 5), (0, 0), (2, 9)]:
+        assert torch.equal(seg[key]["x"], again[key]["x"]) and torch.equal(seg[key]["noise"], again[key]["noise"])
+        _, start, k = seg.window(*key)
+        assert 0 <= start <= ds_store.lengths([seg.video_ids[key[0]]])[0] - k
+    with pytest.raises(ValueError, match="--window_sampling"):
+        PretrainWindows(ds_store, window_sampling="frames")
 
 
 def test_windows_are_keyed_by_seed_epoch_index(store):
@@ -202,3 +228,18 @@ def test_cosine_schedule_values():
     lr = adjust_learning_rate(opt, 20, SimpleNamespace(**kw))
     assert lr == pytest.approx(5e-4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([5e-4, 2.5e-4])
+
+
+def test_constant_schedule_keeps_the_warmup_then_the_peak():
+    kw = dict(lr=1e-3, min_lr=1e-5, warmup_epochs=4, epochs=20)
+    for e in (0, 1, 2.5, 3.99):
+        assert scheduled_lr(e, **kw, schedule="constant") == pytest.approx(1e-3 * e / 4)
+        assert scheduled_lr(e, **kw, schedule="constant") == scheduled_lr(e, **kw, schedule="cosine")
+    for e in (4, 10, 19.9, 20):
+        assert scheduled_lr(e, **kw, schedule="constant") == 1e-3
+    assert scheduled_lr(12, **kw) == cosine_lr(12, **kw) < 1e-3
+    opt = SimpleNamespace(param_groups=[{"lr": 1.0}])
+    assert adjust_learning_rate(opt, 15, SimpleNamespace(**kw, lr_schedule="constant")) == 1e-3
+    assert opt.param_groups[0]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="--lr_schedule"):
+        scheduled_lr(1, **kw, schedule="linear")

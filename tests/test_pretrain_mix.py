@@ -51,7 +51,8 @@ def test_realized_shares_follow_the_weights_not_the_sizes(stores):
     root, a, b = stores
     args = main_pretrain.get_args_parser().parse_args(
         ["--data_path", f"{a}:3", f"{b}:1", *TINY_MODEL, "--num_workers", "0", "--val_fraction", "0",
-         "--batch_size", "6", "--duration_max", "150", "--short_videos", "drop"])
+         "--batch_size", "6", "--duration_max", "150", "--short_videos", "drop",
+         "--window_sampling", "duration"])
     info = dist_util.DistInfo(0, 1, 0, torch.device("cpu"), False)
     store, train_set, _, sampler, loader, _ = main_pretrain.build_data(args, info)
     assert len(train_set) == SMALL + LARGE  # draws per epoch: as many as the training videos

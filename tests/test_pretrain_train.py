@@ -84,14 +84,17 @@ def test_resume_refuses_another_model_config_and_non_checkpoints(store, tmp_path
 
 
 def test_resume_takes_unset_run_flags_from_the_checkpoint(store, tmp_path):
-    """--input_scale, --loss_norm and --short_videos left out on resume continue the checkpoint's
-    run (a later default cannot change a run half-way); given and different, --input_scale is
-    refused like any model change."""
+    """--input_scale, --loss_norm, --short_videos, --window_sampling and --lr_schedule left out on
+    resume continue the checkpoint's run (a later default cannot change a run half-way); given and
+    different, --input_scale is refused like any model change."""
     run(store, tmp_path / "a", "--input_scale", "none", "--loss_norm", "authors", "--short_videos", "authors",
-        epochs=1)
+        "--window_sampling", "segments", "--lr_schedule", "constant", epochs=1)
     run(store, tmp_path / "a", epochs=2)
     args = json.loads((tmp_path / "a" / "config.json").read_text())["args"]
     assert (args["input_scale"], args["loss_norm"], args["short_videos"]) == ("none", "authors", "authors")
+    assert (args["window_sampling"], args["lr_schedule"]) == ("segments", "constant")
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.txt").read_text().splitlines()]
+    assert log[-1]["lr"] == pytest.approx(args["lr"])  # constant after the warmup, even at the last step
     assert load_checkpoint(tmp_path / "a" / "checkpoint-last.pth")["model_config"]["input_scale"] == "none"
     with pytest.raises(CheckpointError, match=r"input_scale: checkpoint 'none' vs now 'sqrt_dim'"):
         run(store, tmp_path / "a", "--input_scale", "sqrt_dim", epochs=3)
@@ -100,6 +103,7 @@ def test_resume_takes_unset_run_flags_from_the_checkpoint(store, tmp_path):
     args = json.loads((tmp_path / "b" / "config.json").read_text())["args"]
     assert (args["input_scale"], args["loss_norm"], args["short_videos"]) == (
         models_lvmae.DEFAULT_INPUT_SCALE, "epoch", "drop")
+    assert (args["window_sampling"], args["lr_schedule"]) == ("duration", "cosine")
 
 
 def test_checkpoints_written_before_format_version_load_and_resume(store, tmp_path):
