@@ -146,10 +146,11 @@ def main(argv=None):
     from datasets.youcook2 import count_truncated
     tower = build_encoder(args.encoder, args.checkpoint, args.device)
     texts = option_texts(table)
-    trunc = count_truncated(texts.assign(kind="video"), tower)
-    if trunc:
-        counts.update(max_tokens=trunc["max_tokens"], options_truncated=trunc["video_truncated"])
-    build_text_database(texts, tower.encode_text, tower.name, store.manifest, args.output_dir)
+    counts.update(count_truncated(texts.assign(kind=np.where(texts.id.str.endswith("+q"), "question_option",
+                                                            "option")), tower))
+    build_text_database(texts, tower.encode_text, tower.name, store.manifest, args.output_dir,
+                        store_name=", ".join(map(str, store.roots)), batch_size=args.batch_size,
+                        source=str(args.questions))
     atomic_write_text(Path(args.output_dir) / TABLE, table.to_csv(index=False))
     print(json.dumps(counts))
     return counts

@@ -174,30 +174,17 @@ def pair_with_store(yc: YouCook2, store, val_fraction: float = VAL_FRACTION, see
     return texts, spans, splits, counts
 
 
-def token_lengths(tower, texts: list[str]) -> np.ndarray | None:
-    """Each text's length in the tower's own tokens, or ``None`` for a tower without a
-    ``tokenizer`` attribute (its truncation cannot be counted here)."""
-    tok = getattr(tower, "tokenizer", None)
-    if tok is None:
-        return None
-    return np.array([len(ids) for ids in tok(list(texts), truncation=False)["input_ids"]], dtype=np.int64)
-
-
-def max_tokens(tower) -> int | None:
-    """The tower's text length limit: its ``context_length`` or tokenizer ``model_max_length``."""
-    n = getattr(tower, "context_length", None) or getattr(getattr(tower, "tokenizer", None), "model_max_length", None)
-    return int(n) if n is not None and n < 1e9 else None
-
-
 def count_truncated(texts: pd.DataFrame, tower) -> dict:
-    """``{"<kind>_truncated": n}`` per kind of text longer than the tower's limit (empty dict
-    when the tower cannot say)."""
-    limit, lengths = max_tokens(tower), token_lengths(tower, texts["text"].tolist())
-    if limit is None or lengths is None:
+    """``{"max_tokens": n, "<kind>_truncated": count}`` for each ``kind`` of ``texts`` (``text,
+    kind``) longer than the tower's limit (``datasets.texts.tower_token_counter``); empty when
+    the tower does not expose its tokenizer."""
+    from datasets.texts import tower_token_counter
+    count, limit = tower_token_counter(tower)
+    if count is None:
         return {}
-    over = lengths > limit
-    return {"max_tokens": limit, **{f"{k}_truncated": int(over[(texts["kind"] == k).to_numpy()].sum())
-                                    for k in ("video", "span")}}
+    over = np.asarray(count(texts["text"].tolist())) > limit
+    kinds = texts["kind"].to_numpy()
+    return {"max_tokens": limit, **{f"{k}_truncated": int(over[kinds == k].sum()) for k in pd.unique(kinds)}}
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -232,7 +219,8 @@ def main(argv=None):
     tower = build_encoder(args.encoder, args.checkpoint, args.device)
     counts.update(count_truncated(texts, tower))
     meta = build_text_database(texts[["id", "text"]], tower.encode_text, tower.name, store.manifest,
-                               args.output_dir)
+                               args.output_dir, store_name=", ".join(map(str, store.roots)),
+                               batch_size=args.batch_size, source=str(args.annotations), overwrite=args.overwrite)
     out = Path(args.output_dir)
     atomic_write_text(out / "spans.csv", spans.to_csv(index=False))
     atomic_write_text(out / "splits.csv", splits.to_csv(index=False))
