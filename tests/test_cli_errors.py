@@ -26,12 +26,14 @@ import pytest
 import torch
 
 import engine_probe
+import eval_mcqa
+import eval_retrieval
 import extract_features
 import interpret
 import main_pretrain
 import reproduce_tables
 import sweep_probes
-from datasets import captions, synthetic
+from datasets import captions, questions, synthetic, texts, youcook2
 from datasets.store import EmbeddingStore, StoreWriter, make_manifest
 from models_lvmae import LVMAE
 from pretrain_fixtures import TINY_MODEL, write_store
@@ -94,12 +96,23 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     arr.flush()
     del arr
 
+    textdb = root / "textdb"  # the corpus's video texts and order questions, embedded by a random "tower"
+    texts.build_text_database(pd.read_csv(corpus / "texts.csv", dtype=str), lambda t: rng.standard_normal((len(t), 16)),
+                              manifest["encoder"], manifest, textdb, progress=False)
+    questiondb = root / "questiondb"
+    qtable = questions.read_questions(corpus / "order_questions.csv")
+    texts.build_text_database(questions.option_texts(qtable), lambda t: rng.standard_normal((len(t), 16)),
+                              manifest["encoder"], manifest, questiondb, progress=False)
+    (questiondb / "questions.csv").write_text(qtable.to_csv(index=False))
+    (root / "torn.json").write_text('{"database": {"v": ')
+
     bad_results = root / "bad_results"
     bad_results.mkdir()
     (bad_results / "results.csv").write_bytes(b"\xff\xfe\x00" + np.random.default_rng(3).bytes(500))
     return SimpleNamespace(root=root, corpus=corpus, store=store, tasks=corpus / "tasks", ckpt=ckpt,
                            captiondb=captiondb, bad_db=bad_db, junk=junk, not_a_model=not_a_model, empty=empty, corrupt=corrupt,
-                           truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere")
+                           truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere",
+                           textdb=textdb, questiondb=questiondb, torn=root / "torn.json")
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,20 @@ def extract_argv(fx, out, *extra):
 def sweep_argv(fx, out, *extra):
     return s("--checkpoint", fx.ckpt, "--output_dir", out, "--synthetic", fx.store, "--synthetic_annotations",
              fx.tasks, "--seeds", 1, *extra)
+
+
+def retrieval_argv(fx, out, *extra, texts=None):
+    return s("--data_path", fx.store, "--texts", texts or fx.textdb, "--splits", fx.corpus / "latents.csv",
+             "--output_dir", out, "--device", "cpu", *extra)
+
+
+def mcqa_argv(fx, out, *extra, questions=None):
+    return s("--data_path", fx.store, "--questions", questions or fx.questiondb, "--output_dir", out,
+             "--device", "cpu", *extra)
+
+
+def tower_argv(fx, out, *extra):
+    return s("--data_path", fx.store, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--output_dir", out, *extra)
 
 
 def ap(argv):
@@ -255,6 +282,48 @@ ROWS = [
         lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \(0, 1\)"),
     Row("pretrain: --device nope", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--device", "nope"), r"--device nope is not a device"),
+    # --- retrieval and zero-shot QA --------------------------------------------------------------
+    Row("eval_retrieval: --texts not a text database", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, texts=fx.missing), r"nowhere/meta\.json is missing.*not a text database"),
+    Row("eval_retrieval: --splits missing", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--splits", fx.missing), r"split table .*nowhere does not exist"),
+    Row("eval_retrieval: --backbone lvmae without --checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae"), r"--backbone lvmae needs --checkpoint"),
+    Row("eval_retrieval: --head projection of an MAE checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.ckpt, "--head", "projection"),
+        r"--head projection: .*objective 'mae' and has no text projection"),
+    Row("eval_retrieval: random-bytes checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.junk),
+        r"junk\.pth is not a checkpoint"),
+    Row("eval_retrieval: --ridge_lambdas 0", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--ridge_lambdas", "0"), r"--ridge_lambdas.*got 0"),
+    Row("eval_retrieval: --device nope", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--device", "nope"), r"--device nope is not a device"),
+    Row("eval_retrieval: --output_dir is a file", eval_retrieval.main, lambda fx, out: retrieval_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("eval_mcqa: --questions a text database without questions.csv", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, questions=fx.textdb), r"textdb/questions\.csv is missing"),
+    Row("eval_mcqa: --with_question on option-only questions", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, "--with_question"), r"--with_question: .*have no question text"),
+    Row("eval_mcqa: ridge head without --ridge_texts", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.ckpt),
+        r"--head ridge needs --ridge_texts"),
+    Row("eval_mcqa: --output_dir is a file", eval_mcqa.main, lambda fx, out: mcqa_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("youcook2: missing annotation file", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.missing), r"YouCook2 annotation file .*nowhere"),
+    Row("youcook2: torn annotation JSON", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.torn), r"torn\.json line 1 column \d+: not valid JSON"),
+    Row("youcook2: --val_fraction 1", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.torn, "--val_fraction", "1"), r"--val_fraction.*1"),
+    Row("questions: missing question table", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.missing), r"question table .*nowhere does not exist"),
+    Row("questions: torn EgoSchema questions.json", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.torn, "--answers", fx.missing),
+        r"torn\.json line 1"),
+    Row("questions: --answers with a question table", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.corpus / "order_questions.csv", "--answers", fx.torn),
+        r"--answers goes with EgoSchema's questions\.json"),
     # --- test tools ------------------------------------------------------------------------------
     Row("synthetic_videos: --seconds 0", synthetic_videos.main, lambda fx, out: s("--out", out, "--seconds", "0"),
         r"--seconds.*got 0"),
