@@ -387,3 +387,91 @@ def write_tables(out: Path) -> str:
         text += mcqa_tables(out / "mcqa.csv") + "\n"
     atomic_write_text(out / "tables.md", text)
     return text
+
+
+# --- the mask-ratio trade-off -----------------------------------------------------------------------
+def tradeoff(out: Path, dataset: str | None = None) -> pd.DataFrame:
+    """One row per backbone run: video-text T->V R@1 and multiple-choice accuracy (both in %),
+    joined on (backbone, head, objective, mask_ratio, checkpoint), for ``dataset`` (default: all)."""
+    keys = ["backbone", "head", "objective", "mask_ratio", "checkpoint_sha256"]
+    r = read_table(out / "retrieval.csv", RETRIEVAL_COLUMNS, key=("run_id", "texts"))
+    r = r[r.texts == "video"]
+    q = read_table(out / "mcqa.csv", MCQA_COLUMNS, key=("run_id",))
+    if dataset:
+        r = r[r.dataset == dataset]
+    r = r.assign(t2v_R1=100 * r["t2v_R@1"].astype(float))[keys + ["t2v_R1", "ridge_lambda", "pool", "n_texts"]]
+    q = q.assign(accuracy_pct=100 * q["accuracy"].astype(float), chance_pct=100 * q["chance"].astype(float))
+    df = r.drop_duplicates(keys, keep="last").merge(q[keys + ["accuracy_pct", "chance_pct", "n_questions"]]
+                                                    .drop_duplicates(keys, keep="last"), on=keys, how="outer")
+    return df.reset_index(drop=True)
+
+
+def tradeoff_table(df: pd.DataFrame) -> str:
+    rows = []
+    for _, r in df.iterrows():
+        rows.append([_label(r.fillna("")), r["mask_ratio"] if r["backbone"] == "lvmae" else "–",
+                     f"{r['t2v_R1']:.1f}" if pd.notna(r["t2v_R1"]) else "–",
+                     f"{r['accuracy_pct']:.1f}" if pd.notna(r["accuracy_pct"]) else "–",
+                     f"{r['chance_pct']:.1f}" if pd.notna(r.get("chance_pct")) else "–"])
+    return md_table(["Backbone", "mask ratio", "T→V R@1 (%)", "order questions (%)", "chance (%)"], rows)
+
+
+def plot_tradeoff(df: pd.DataFrame, path: str | Path) -> Path:
+    """T->V R@1 and order-question accuracy against the contrastive runs' mask ratio, the
+    raw-mean baseline as dashed lines. Written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    con = df[df.objective.str.contains("contrastive", na=False)].copy()
+    con["ratio"] = con.mask_ratio.astype(float)
+    con = con.sort_values("ratio")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for col, name, color in (("t2v_R1", "text→video R@1", "C0"), ("accuracy_pct", "order questions", "C1")):
+        ax.plot(100 * con.ratio, con[col], marker="o", color=color, label=f"contrastive: {name}")
+        raw = df[(df.backbone == "raw")][col].dropna()
+        if len(raw):
+            ax.axhline(float(raw.iloc[-1]), ls="--", color=color, alpha=0.6, label=f"raw mean: {name}")
+    ax.set_xlabel("mask ratio during training (%)")
+    ax.set_ylabel("%")
+    ax.set_xticks([0, 25, 50, 75])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None):
+    """``python engine_retrieval.py OUT [--plot PNG] [--dataset NAME]``: the tables of a results
+    folder and the mask-ratio trade-off (table, and PNG with --plot)."""
+    import argparse
+    import sys
+    from util.cli import ArgumentParser, output_file
+    p = ArgumentParser(description=main.__doc__)
+    p.add_argument("results", help="output directory of eval_retrieval.py / eval_mcqa.py")
+    p.add_argument("--dataset", default=None, help="the dataset of the trade-off (default: all rows)")
+    p.add_argument("--plot", default=None, type=output_file, help="write the trade-off plot (PNG) here")
+    p.add_argument("--out", default=None, type=output_file, help="also write the Markdown here")
+    args = p.parse_args(argv)
+    out = Path(args.results)
+    if not out.is_dir():
+        raise EvalError(f"results folder {out} does not exist")
+    df = tradeoff(out, args.dataset)
+    text = write_tables(out) + "\n#### Mask-ratio trade-off\n\n" + tradeoff_table(df) + "\n"
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    if args.plot:
+        print(f"trade-off plot: {plot_tradeoff(df, args.plot)}")
+    return text
+
+
+if __name__ == "__main__":
+    import sys
+    from util.cli import run_cli
+    sys.exit(run_cli(main, sys.argv[1:]))
