@@ -9,7 +9,8 @@ model's masked forward with the text-space embedding, the symmetric InfoNCE
 (``util.contrastive``), backward and a fused AdamW step -- ``--warmup_steps`` untimed, then
 ``--steps`` timed. Reported per configuration: real input tokens/s (segments of the windows,
 masked ones included: the length of video covered per second) and encoder tokens/s (the visible
-ones it actually ran), peak memory, and the RSS before the steps (model + data). The summary
+ones it actually ran), peak memory, the RSS before the steps (interpreter, model, data) and the
+steps' own peak above it (``peak_rss_delta_mb``, what the comparison uses on CPU). The summary
 also gives, for each window at ratio 0, the longest window whose 75%-masked run fits in the
 same peak memory. One JSON line on stdout.
 
@@ -108,8 +109,10 @@ def run_one(ratio: float, window: int, cfg: dict, device: torch.device, steps: i
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t
     out = {"mask_ratio": ratio, "window": window, "tokens_per_s": round(B * window * steps / dt, 1),
-           "encoder_tokens_per_s": round(visible / dt, 1), "step_s": round(dt / steps, 4),
+           "encoder_tokens_per_s": round(visible / dt, 1),
+           "visible_fraction": visible / (B * window * steps), "step_s": round(dt / steps, 4),
            "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before}
+    out["peak_rss_delta_mb"] = round(out["peak_rss_mb"] - rss_before, 1)  # the steps' own memory
     if device.type == "cuda":
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
@@ -123,7 +126,7 @@ def longest_fitting(results: list[dict], key: str) -> dict:
 
 
 def main(argv=None):
-    from util.cli import ArgumentParser, run_cli  # noqa: F401  (run_cli below)
+    from util.cli import ArgumentParser
     from util.dist import resolve_device
     args = ArgumentParser(parents=[get_args_parser()], description=__doc__,
                           formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
@@ -148,7 +151,7 @@ def main(argv=None):
             else:
                 results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress; the JSON line is last
-    key = "peak_cuda_mb" if device.type == "cuda" else "peak_rss_mb"
+    key = "peak_cuda_mb" if device.type == "cuda" else "peak_rss_delta_mb"
     line = {"benchmark": "bench_contrastive", "device": str(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "config": cfg, "steps": args.steps, "results": results,
             "memory_key": key, "longest_window_at_0.75_in_the_unmasked_peak": longest_fitting(results, key)}
