@@ -20,7 +20,10 @@ windows' embeddings weighted by the segments each window owns, renormalized.
 
 Metrics. Cosine similarity between unit vectors. A query's rank is ``1 + the number of gallery
 items scoring strictly higher than its best-scoring positive`` (ties count in the query's
-favour, as in ``util.retrieval``; the positives of a video query are all of its texts).
+favour, as in ``util.retrieval``). Positives by text: a text's positives are the videos with a
+text identical to it (its own, and any other the same description was written for: nothing
+could tell them apart), a video's positives its texts and their identical copies (the
+contrastive loss does not push identical texts apart either).
 R@k = share of queries with rank <= k, MdR = the median rank. Multiple choice: the option with
 the highest cosine to the video; ``k`` options tied at the top earn ``1/k`` (the expectation of
 a random tie break), so a model that cannot tell the options apart scores chance exactly.
@@ -220,11 +223,17 @@ def summarize(r: np.ndarray, prefix: str) -> dict:
     return {**{f"{prefix}_R@{k}": float((r <= k).mean()) for k in KS}, f"{prefix}_MdR": float(np.median(r))}
 
 
-def retrieval_metrics(text_emb: np.ndarray, video_emb: np.ndarray, text_video: np.ndarray) -> dict:
+def retrieval_metrics(text_emb: np.ndarray, video_emb: np.ndarray, text_video: np.ndarray,
+                      text_keys: np.ndarray | None = None) -> dict:
     """Text->video and video->text metrics: ``text_emb [T, D]``, ``video_emb [V, D]`` (unit rows),
-    ``text_video [T]`` the index of each text's video (every video has a text)."""
+    ``text_video [T]`` the index of each text's video (every video has a text). ``text_keys
+    [T]`` (equal for identical texts): a video is a positive of every text identical to one of
+    its own texts (the same description cannot tell two videos apart); default: only its own."""
     sim = text_emb.astype(np.float64) @ video_emb.astype(np.float64).T  # [T, V]
     positive = text_video[:, None] == np.arange(len(video_emb))[None]
+    if text_keys is not None:
+        same = np.asarray(text_keys)[:, None] == np.asarray(text_keys)[None]  # [T, T]
+        positive = (same.astype(np.int64) @ positive.astype(np.int64)) > 0
     return {**summarize(ranks(sim, positive), "t2v"), **summarize(ranks(sim.T, positive.T), "v2t"),
             "n_texts": int(len(text_emb)), "n_videos": int(len(video_emb))}
 
@@ -294,7 +303,7 @@ def choose_ridge(backbone: Backbone, view: WindowView, train: "Pairs", val: "Pai
         raise EvalError("choosing the ridge lambda needs val pairs (no text of a 'val' video; see --splits), "
                         "or give one --ridge_lambdas value")
     xv = backbone.features(view, val.videos)
-    grid = {m.lam: retrieval_metrics(val.embeddings, m(xv), val.text_video)["t2v_R@1"] for m in maps}
+    grid = {m.lam: retrieval_metrics(val.embeddings, m(xv), val.text_video, val.keys)["t2v_R@1"] for m in maps}
     best = max(sorted(maps, key=lambda m: -m.lam), key=lambda m: grid[m.lam])
     return best, {"val_t2v_R@1_by_lambda": {str(k): v for k, v in grid.items()}}
 
@@ -307,13 +316,15 @@ class Pairs:
     embeddings: np.ndarray
     videos: list[str]
     text_video: np.ndarray
+    keys: np.ndarray | None = None
 
     @classmethod
-    def make(cls, text_ids, embeddings, window_of_text) -> "Pairs":
+    def make(cls, text_ids, embeddings, window_of_text, keys=None) -> "Pairs":
         videos = list(dict.fromkeys(window_of_text))
         pos = {v: i for i, v in enumerate(videos)}
         return cls(list(text_ids), np.asarray(embeddings, np.float32), videos,
-                   np.array([pos[v] for v in window_of_text], dtype=np.int64))
+                   np.array([pos[v] for v in window_of_text], dtype=np.int64),
+                   None if keys is None else np.asarray(keys))
 
 
 def save_run(out: Path, rid: str, result: dict) -> Path:

@@ -105,7 +105,8 @@ def main(argv=None):
         ids = [rdb.ids[i] for i in rows]
         sp = rsplits.reindex(ids).fillna("").to_numpy()
         pairs = {s: er.Pairs.make([ids[i] for i in np.flatnonzero(sp == s)], rdb.embeddings[rows][sp == s],
-                                  [ids[i] for i in np.flatnonzero(sp == s)]) for s in ("train", "val")}
+                                  [ids[i] for i in np.flatnonzero(sp == s)], rdb.text_ids[rows][sp == s])
+                 for s in ("train", "val")}
         mapping, extra = er.choose_ridge(backbone, rview, pairs["train"], pairs["val"], args.ridge_lambdas)
         video_emb = mapping(backbone.features(view, keys))
         extra["ridge_lambda"] = mapping.lam

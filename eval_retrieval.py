@@ -104,13 +104,14 @@ def evaluate_kind(backbone: er.Backbone, db, store, rows, windows, split_of: pd.
     view = er.WindowView(store, windows)
     ids = [db.ids[i] for i in rows]
     emb = db.embeddings[rows]
+    text_keys = db.text_ids[rows]  # equal for identical texts
     video_of = np.array([windows[t][0] for t in ids], dtype=object)
     splits = split_of.reindex(video_of).fillna("").to_numpy()
 
     def pairs(name):
         sel = np.flatnonzero(splits == name)
         keys = [ids[i] for i in sel]  # a text's window is keyed by its id (several texts of a video share it)
-        return er.Pairs.make(keys, emb[sel], keys)
+        return er.Pairs.make(keys, emb[sel], keys, text_keys[sel])
 
     test = pairs(split)
     if not len(test.texts):
@@ -125,7 +126,7 @@ def evaluate_kind(backbone: er.Backbone, db, store, rows, windows, split_of: pd.
     if video_emb.shape[1] != test.embeddings.shape[1]:
         raise er.EvalError(f"the backbone gives {video_emb.shape[1]}-d vectors, the texts are "
                            f"{test.embeddings.shape[1]}-d (another text tower?)")
-    return {**er.retrieval_metrics(test.embeddings, video_emb, test.text_video), **extra}
+    return {**er.retrieval_metrics(test.embeddings, video_emb, test.text_video, test.keys), **extra}
 
 
 def main(argv=None):

@@ -161,6 +161,16 @@ def test_retrieval_metrics_against_slow_loop():
     assert m["t2v_MdR"] == np.median(t2v) and m["v2t_MdR"] == np.median(v2t)
     assert (m["n_texts"], m["n_videos"]) == (12, 9)
     assert 0 < m["t2v_R@1"] < 1  # the test is not trivially perfect or empty
+    # identical texts: a video is a positive of every text equal to one of its own
+    keys = np.array([0, 1, 2, 3, 4, 5, 6, 1, 8, 9, 10, 10])  # text 7 (video 7) reads as text 1 (video 1)
+    mk = er.retrieval_metrics(texts, videos, text_video, keys)
+    posk = np.array([[any(keys[u] == keys[t] and text_video[u] == v for u in range(12)) for v in range(9)]
+                     for t in range(12)])
+    assert posk.sum() == pos.sum() + 4  # texts 1 / 7 and 10 / 11 (videos 2, 5) each gain the other's video
+    t2v, v2t = slow_ranks(sim, posk), slow_ranks(sim.T, posk.T)
+    assert [mk[f"t2v_R@{k}"] for k in (1, 5, 10)] == pytest.approx([np.mean(t2v <= k) for k in (1, 5, 10)])
+    assert [mk[f"v2t_R@{k}"] for k in (1, 5, 10)] == pytest.approx([np.mean(v2t <= k) for k in (1, 5, 10)])
+    assert (mk["t2v_MdR"], mk["v2t_MdR"]) == (np.median(t2v), np.median(v2t))
 
 
 def test_answer_scores_ties_and_padding():
@@ -189,7 +199,7 @@ def test_ridge_against_direct_solve():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("retrieval")
-    synthetic.main(["--out", str(root / "corpus"), "--num_videos", "40", "--num_pretrain", "0", "--num_movies", "0",
+    synthetic.main(["--out", str(root / "corpus"), "--num_videos", "80", "--num_pretrain", "0", "--num_movies", "0",
                     "--dim", "16", "--num_scenes", "6"])
     store = EmbeddingStore(root / "corpus" / "benchmark")
     rng = np.random.default_rng(0)
@@ -243,7 +253,9 @@ def test_eval_retrieval_raw_and_projection_match_slow(corpus, tmp_path):
     split = er.read_splits(root / "corpus" / "latents.csv")
     test_ids = [i for i in db.ids if split[i] == "test"]
     t = db.embeddings[[db.index(i) for i in test_ids]].astype(np.float64)
-    pos = np.eye(len(test_ids), dtype=bool)
+    words = [db.texts[db.index(i)] for i in test_ids]  # a text's positives: every video described by the same words
+    pos = np.array([[a == b for b in words] for a in words])
+    assert pos.sum() > len(test_ids)  # duplicate descriptions are exercised
     from util.checkpoint import load_pretrained
     model, _ = load_pretrained(ckpts["contrastive"])
     assert (store.lengths(test_ids) > model.max_len).any()  # the sliding windows are exercised
