@@ -47,7 +47,7 @@ import torch
 from util.cli import UserError
 from util.io import atomic_write_text
 from util.long_video import encode_videos, raw_features, segment_owners, window_starts
-from util.probe_results import read_table, write_row
+from util.probe_results import bootstrap_interval, read_table, write_row
 
 KS = (1, 5, 10)
 RIDGE_LAMBDAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
@@ -56,9 +56,11 @@ POOLS = ("mean", "cls")
 RETRIEVAL_COLUMNS = ["run_id", "dataset", "texts", "split", "backbone", "head", "pool", "objective", "mask_ratio",
                      "encoder", "ridge_lambda", "n_texts", "n_videos",
                      *[f"t2v_R@{k}" for k in KS], "t2v_MdR", *[f"v2t_R@{k}" for k in KS], "v2t_MdR",
+                     "t2v_R@1_ci_low", "t2v_R@1_ci_high",
                      "checkpoint", "checkpoint_sha256", "result_json", "time"]
 MCQA_COLUMNS = ["run_id", "dataset", "questions", "split", "backbone", "head", "pool", "objective", "mask_ratio",
-                "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "chance",
+                "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "ci_low", "ci_high",
+                "chance",
                 "checkpoint", "checkpoint_sha256", "result_json", "time"]
 
 
@@ -234,8 +236,10 @@ def retrieval_metrics(text_emb: np.ndarray, video_emb: np.ndarray, text_video: n
     if text_keys is not None:
         same = np.asarray(text_keys)[:, None] == np.asarray(text_keys)[None]  # [T, T]
         positive = (same.astype(np.int64) @ positive.astype(np.int64)) > 0
-    return {**summarize(ranks(sim, positive), "t2v"), **summarize(ranks(sim.T, positive.T), "v2t"),
-            "n_texts": int(len(text_emb)), "n_videos": int(len(video_emb))}
+    t2v = ranks(sim, positive)
+    lo, hi = bootstrap_interval((t2v <= 1).astype(np.float64)) if len(t2v) else (float("nan"),) * 2
+    return {**summarize(t2v, "t2v"), **summarize(ranks(sim.T, positive.T), "v2t"),
+            "t2v_R@1_ci_low": lo, "t2v_R@1_ci_high": hi, "n_texts": int(len(text_emb)), "n_videos": int(len(video_emb))}
 
 
 def answer_scores(video_emb: np.ndarray, option_emb: np.ndarray, valid: np.ndarray,
@@ -368,13 +372,15 @@ def retrieval_tables(path) -> str:
         return "No retrieval results."
     parts = []
     for (dataset, texts, split), g in df.groupby(["dataset", "texts", "split"], sort=False):
-        rows = [[_label(r), *(_pct(r[f"t2v_R@{k}"]) for k in KS), f"{float(r['t2v_MdR']):g}",
+        rows = [[_label(r), f"{_pct(r['t2v_R@1'])} [{_pct(r['t2v_R@1_ci_low'])}, {_pct(r['t2v_R@1_ci_high'])}]",
+                 *(_pct(r[f"t2v_R@{k}"]) for k in KS[1:]), f"{float(r['t2v_MdR']):g}",
                  *(_pct(r[f"v2t_R@{k}"]) for k in KS), f"{float(r['v2t_MdR']):g}", r["n_texts"], r["n_videos"]]
                 for _, r in g.iterrows()]
         parts.append(f"#### Retrieval: {dataset}, {texts} texts, {split} split\n\n" + md_table(
             ["Backbone", *(f"T→V R@{k}" for k in KS), "T→V MdR", *(f"V→T R@{k}" for k in KS), "V→T MdR",
              "texts", "videos"], rows))
-    return "\n\n".join(parts) + "\n\nR@k in %, MdR = median rank (1 = best)."
+    return "\n\n".join(parts) + ("\n\nR@k in %, MdR = median rank (1 = best); [lo, hi]: 95% bootstrap interval "
+                                  "over the queries.")
 
 
 def mcqa_tables(path) -> str:
@@ -384,10 +390,12 @@ def mcqa_tables(path) -> str:
     parts = []
     for (dataset, split), g in df.groupby(["dataset", "split"], sort=False):
         rows = [[_label(r), "question + option" if str(r["with_question"]) == "True" else "option",
-                 _pct(r["accuracy"]), _pct(r["chance"]), r["n_questions"]] for _, r in g.iterrows()]
+                 f"{_pct(r['accuracy'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]", _pct(r["chance"]),
+                 r["n_questions"]] for _, r in g.iterrows()]
         parts.append(f"#### Zero-shot multiple choice: {dataset}, {split} split\n\n" + md_table(
             ["Backbone", "text", "accuracy", "chance", "questions"], rows))
-    return "\n\n".join(parts) + "\n\nAccuracy in %; k options tied at the top earn 1/k."
+    return "\n\n".join(parts) + ("\n\nAccuracy in %; k options tied at the top earn 1/k; [lo, hi]: 95% bootstrap "
+                                  "interval over the questions.")
 
 
 def write_tables(out: Path) -> str:
@@ -402,28 +410,28 @@ def write_tables(out: Path) -> str:
 
 # --- the mask-ratio trade-off -----------------------------------------------------------------------
 def tradeoff(out: Path, dataset: str | None = None) -> pd.DataFrame:
-    """One row per backbone run: video-text T->V R@1 and multiple-choice accuracy (both in %),
-    joined on (backbone, head, objective, mask_ratio, checkpoint), for ``dataset`` (default: all)."""
+    """One row per backbone run: video-text T->V R@1 and multiple-choice accuracy (in %, with
+    their bootstrap intervals), joined on (backbone, head, objective, mask_ratio, checkpoint),
+    for ``dataset`` (default: all)."""
     keys = ["backbone", "head", "objective", "mask_ratio", "checkpoint_sha256"]
     r = read_table(out / "retrieval.csv", RETRIEVAL_COLUMNS, key=("run_id", "texts"))
-    r = r[r.texts == "video"]
     q = read_table(out / "mcqa.csv", MCQA_COLUMNS, key=("run_id",))
+    r, q = r[r.texts == "video"], q[q.with_question.astype(str) != "True"]
     if dataset:
-        r = r[r.dataset == dataset]
-    r = r.assign(t2v_R1=100 * r["t2v_R@1"].astype(float))[keys + ["t2v_R1", "ridge_lambda", "pool", "n_texts"]]
-    q = q.assign(accuracy_pct=100 * q["accuracy"].astype(float), chance_pct=100 * q["chance"].astype(float))
-    df = r.drop_duplicates(keys, keep="last").merge(q[keys + ["accuracy_pct", "chance_pct", "n_questions"]]
-                                                    .drop_duplicates(keys, keep="last"), on=keys, how="outer")
-    return df.reset_index(drop=True)
+        r, q = r[r.dataset == dataset], q[q.dataset == dataset]
+    pct = lambda col: 100 * pd.to_numeric(col, errors="coerce")  # noqa: E731
+    r = r.assign(t2v_R1=pct(r["t2v_R@1"]), t2v_R1_lo=pct(r["t2v_R@1_ci_low"]), t2v_R1_hi=pct(r["t2v_R@1_ci_high"]))
+    q = q.assign(acc=pct(q["accuracy"]), acc_lo=pct(q["ci_low"]), acc_hi=pct(q["ci_high"]), chance_pct=pct(q["chance"]))
+    r = r[keys + ["t2v_R1", "t2v_R1_lo", "t2v_R1_hi", "ridge_lambda", "pool"]].drop_duplicates(keys, keep="last")
+    q = q[keys + ["acc", "acc_lo", "acc_hi", "chance_pct"]].drop_duplicates(keys, keep="last")
+    return r.merge(q, on=keys, how="outer").reset_index(drop=True)
 
 
 def tradeoff_table(df: pd.DataFrame) -> str:
-    rows = []
-    for _, r in df.iterrows():
-        rows.append([_label(r.fillna("")), r["mask_ratio"] if r["backbone"] == "lvmae" else "–",
-                     f"{r['t2v_R1']:.1f}" if pd.notna(r["t2v_R1"]) else "–",
-                     f"{r['accuracy_pct']:.1f}" if pd.notna(r["accuracy_pct"]) else "–",
-                     f"{r['chance_pct']:.1f}" if pd.notna(r.get("chance_pct")) else "–"])
+    def cell(r, c):
+        return f"{r[c]:.1f} [{r[c + '_lo']:.1f}, {r[c + '_hi']:.1f}]" if pd.notna(r[c]) else "–"
+    rows = [[_label(r.fillna("")), r["mask_ratio"] if r["backbone"] == "lvmae" else "–", cell(r, "t2v_R1"),
+             cell(r, "acc"), f"{r['chance_pct']:.1f}" if pd.notna(r["chance_pct"]) else "–"] for _, r in df.iterrows()]
     return md_table(["Backbone", "mask ratio", "T→V R@1 (%)", "order questions (%)", "chance (%)"], rows)
 
 
@@ -437,8 +445,10 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path) -> Path:
     con["ratio"] = con.mask_ratio.astype(float)
     con = con.sort_values("ratio")
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for col, name, color in (("t2v_R1", "text→video R@1", "C0"), ("accuracy_pct", "order questions", "C1")):
-        ax.plot(100 * con.ratio, con[col], marker="o", color=color, label=f"contrastive: {name}")
+    for col, name, color in (("t2v_R1", "text→video R@1", "C0"), ("acc", "order questions", "C1")):
+        err = np.vstack([con[col] - con[col + "_lo"], con[col + "_hi"] - con[col]])
+        ax.errorbar(100 * con.ratio, con[col], yerr=err, marker="o", capsize=3, color=color,
+                    label=f"contrastive: {name}")
         raw = df[(df.backbone == "raw")][col].dropna()
         if len(raw):
             ax.axhline(float(raw.iloc[-1]), ls="--", color=color, alpha=0.6, label=f"raw mean: {name}")

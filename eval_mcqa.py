@@ -30,6 +30,7 @@ from datasets.questions import load_questions, option_id
 from datasets.store import EmbeddingStore
 from eval_retrieval import SPLITS, add_backbone_args, text_kinds
 from util.cli import ArgumentParser, output_dir, run_cli
+from util.probe_results import bootstrap_interval
 
 
 def get_args_parser():
@@ -124,8 +125,9 @@ def main(argv=None):
               "ridge_lambdas": args.ridge_lambdas if backbone.head == "ridge" else None,
               "store": [str(r.resolve()) for r in store.roots]}
     rid = er.run_id(config)
-    metrics = {"accuracy": float(scores.mean()), "chance": chance, "n_questions": len(groups), "num_options": K,
-               **extra}
+    lo, hi = bootstrap_interval(scores)
+    metrics = {"accuracy": float(scores.mean()), "ci_low": lo, "ci_high": hi, "chance": chance,
+               "n_questions": len(groups), "num_options": K, **extra}
     out = Path(args.output_dir)
     path = er.save_run(out, rid, {"run_id": rid, "config": config, "label": backbone.label(), "metrics": metrics,
                                   "per_question": dict(zip([q for q, _ in groups], scores.tolist()))})
