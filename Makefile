@@ -63,7 +63,7 @@ demo: $(STAMP)
 # ridge-mapped LV-MAE and every contrastive run -> the tables and the trade-off plot.
 # README "Retrieval and zero-shot QA", docs/contrastive.md "Evaluation".
 DC := demo_contrastive
-DC_EPOCHS ?= 6
+DC_EPOCHS ?= 5
 DC_TRAIN = $(PY) main_pretrain.py --data_path $(DC)/corpus/pretrain --dataset demo-contrastive --model lvmae_tiny \
 	--epochs $(DC_EPOCHS) --warmup_epochs 1 --num_workers 0 --keep_every 0 --no_progress
 DC_BASE = --data_path $(DC)/corpus/benchmark --splits $(DC)/corpus/latents.csv --dataset synthetic \
@@ -80,7 +80,8 @@ demo-contrastive: $(STAMP)
 	rm -rf $(DC) && mkdir -p $(DC)
 	$(call cstage,tiny CLIP,$(PY) -m preprocessing.make_tiny_encoder --backend clip --out $(DC)/tiny_clip)
 	$(call cstage,corpus,$(PY) -m datasets.synthetic --out $(DC)/corpus --text_encoder clip \
-		--text_checkpoint $(DC)/tiny_clip --num_videos 600 --num_pretrain 1500 --num_movies 0)
+		--text_checkpoint $(DC)/tiny_clip --num_videos 600 --num_pretrain 1500 --num_movies 0 --extra_videos 600 \
+		--extra_fractions 0 0.25 0.75)
 	$(call cstage,texts,for s in pretrain benchmark; do $(PY) -m datasets.texts --texts $(DC)/corpus/texts.csv \
 		--data_path $(DC)/corpus/$$s $(DC_TOWER) --output_dir $(DC)/texts_$$s || exit 1; done)
 	$(call cstage,order questions,$(PY) -m datasets.questions --questions $(DC)/corpus/order_questions.csv \
