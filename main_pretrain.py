@@ -253,10 +253,15 @@ def paired_texts(args, stores, output_dir: Path, is_main: bool, say):
     if unknown and is_main:
         atomic_write_text(output_dir / TEXTS_UNKNOWN, "\n".join(unknown) + "\n")
     trunc = db.num_truncated
-    say(f"texts: {len(db)} from {args.texts} ({db.meta.get('num_texts')} distinct; "
-        f"{'unknown' if trunc is None else trunc} truncated to the tower's {db.meta.get('max_length')} tokens); "
+    trunc = "truncation not counted (no tokenizer)" if trunc is None else \
+        f"{trunc} truncated to the tower's {db.meta.get('max_length')} tokens"
+    say(f"texts: {len(db)} from {args.texts} ({db.meta.get('num_texts')} distinct, {trunc}); "
         f"{len(unknown)} of videos not in --data_path" + (f" (listed in {output_dir / TEXTS_UNKNOWN})" if unknown else ""))
-    return db, {v: i for i, v in enumerate(db.ids) if v in in_store}, len(unknown)
+    rows = {v: i for i, v in enumerate(db.ids) if v in in_store}
+    if not rows:
+        raise ConfigError(f"--texts {args.texts} has a text for none of the training videos of --data_path "
+                          f"(its {len(db)} ids are no video of the stores)")
+    return db, rows, len(unknown)
 
 
 def init_config(explicit: dict, init: dict, path, cfg: dict) -> dict:

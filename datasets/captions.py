@@ -108,7 +108,7 @@ def check_tower(encoder: str, dim: int | None, manifest: dict, store_name: str, 
     ``what`` names the text side (a tower's flags, a caption database)."""
     if encoder != manifest["encoder"]:
         raise CaptionError(f"{what} embeds text with encoder {encoder!r}, but the store {store_name} was made by "
-                           f"{manifest['encoder']!r}; captions must be embedded by the text tower paired with "
+                           f"{manifest['encoder']!r}; texts must be embedded by the text tower paired with "
                            "the store's video encoder")
     if dim is not None and int(dim) != int(manifest["dim"]):
         raise CaptionError(f"{what} gives {dim}-d text embeddings ({encoder!r}), but the store {store_name} "

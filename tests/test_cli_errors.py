@@ -66,6 +66,23 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     captiondb = root / "captiondb"
     captions.build_database(table, lambda texts: rng.standard_normal((len(texts), 16)), manifest["encoder"],
                             manifest, captiondb, progress=False)
+    text_table = pd.DataFrame({"video_id": EmbeddingStore(store).video_ids, "text": "a text"})
+    textdb, other_textdb, ghost_textdb = root / "textdb", root / "other_textdb", root / "ghost_textdb"
+    tower = lambda t: rng.standard_normal((len(t), 16))  # noqa: E731
+    texts.build_text_database(text_table, tower, manifest["encoder"], manifest, textdb, progress=False)
+    texts.build_text_database(text_table, tower, "other:enc", {**manifest, "encoder": "other:enc"}, other_textdb,
+                              progress=False)
+    texts.build_text_database(text_table.assign(video_id="ghost" + text_table.video_id), tower, manifest["encoder"],
+                              manifest, ghost_textdb, progress=False)
+    dup_texts, cols_texts = root / "dup_texts.csv", root / "cols_texts.csv"
+    dup_texts.write_text("video_id,text\nsyn000000,a\nsyn000000,b\n")
+    cols_texts.write_text("video,caption\nsyn000000,a\n")
+    torch.manual_seed(0)
+    contrastive = LVMAE(embed_dim=16, depth=1, num_heads=2, max_len=MAX_LEN, input_dim=16, objective="contrastive",
+                        text_dim=16)
+    contrastive_ckpt = root / "contrastive.pth"
+    save_checkpoint({"model": contrastive.state_dict(), "model_config": contrastive.config, "epoch": 0, "args": {},
+                     "data": {"encoder": manifest["encoder"], "dim": 16, "normalized": True}}, contrastive_ckpt)
     bad_db = root / "corrupt_captiondb"  # embeddings of random bytes
     shutil.copytree(captiondb, bad_db)
     (bad_db / "embeddings.npy").write_bytes(np.random.default_rng(4).bytes(1000))
@@ -96,9 +113,6 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     arr.flush()
     del arr
 
-    textdb = root / "textdb"  # the corpus's video texts and order questions, embedded by a random "tower"
-    texts.build_text_database(pd.read_csv(corpus / "texts.csv", dtype=str), lambda t: rng.standard_normal((len(t), 16)),
-                              manifest["encoder"], manifest, textdb, progress=False)
     questiondb = root / "questiondb"
     qtable = questions.read_questions(corpus / "order_questions.csv")
     texts.build_text_database(questions.option_texts(qtable), lambda t: rng.standard_normal((len(t), 16)),
@@ -112,7 +126,9 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, corpus=corpus, store=store, tasks=corpus / "tasks", ckpt=ckpt,
                            captiondb=captiondb, bad_db=bad_db, junk=junk, not_a_model=not_a_model, empty=empty, corrupt=corrupt,
                            truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere",
-                           textdb=textdb, questiondb=questiondb, torn=root / "torn.json")
+                           textdb=textdb, other_textdb=other_textdb, ghost_textdb=ghost_textdb, dup_texts=dup_texts,
+                           cols_texts=cols_texts, contrastive_ckpt=contrastive_ckpt,
+                           questiondb=questiondb, torn=root / "torn.json")
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,15 @@ def features_argv(fx, out, store=None, ckpt=None, *extra):
 def pretrain_argv(fx, out, store=None, *extra):
     return s("--data_path", store or fx.store, "--output_dir", out, *TINY_MODEL, "--epochs", 1, "--warmup_epochs", 0,
              "--batch_size", 4, "--num_workers", 0, "--no_progress", *extra)
+
+
+def contrastive_argv(fx, out, *extra, db=None):
+    return pretrain_argv(fx, out, None, "--objective", "contrastive", "--texts", db or fx.textdb, *extra)
+
+
+def texts_argv(fx, out, table, *extra):
+    return s("--texts", table, "--data_path", fx.store, "--encoder", "clip", "--checkpoint", fx.not_a_model,
+             "--output_dir", out, *extra)
 
 
 def probe_argv(fx, out, *extra):
@@ -279,7 +304,61 @@ ROWS = [
     Row("pretrain: missing store", main_pretrain.main, lambda fx, out: pretrain_argv(fx, out, fx.missing),
         r"nowhere does not exist"),
     Row("pretrain: --mask_ratio 1", main_pretrain.main,
-        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \(0, 1\)"),
+        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \[0, 1\)"),
+    # --- the contrastive objectives (docs/contrastive.md) ------------------------------------------
+    Row("pretrain: --mask_ratio 0 with --objective mae", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "0"),
+        r"--mask_ratio 0.0: --objective mae reconstructs masked segments and needs a ratio in \(0, 1\)"),
+    Row("pretrain: --objective nope", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--objective", "nope"), r"--objective: invalid choice: 'nope'"),
+    Row("pretrain: --pooling nope", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--pooling", "nope"), r"--pooling: invalid choice: 'nope'"),
+    Row("pretrain: --objective contrastive without --texts", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--objective", "contrastive"),
+        r"--objective contrastive needs --texts"),
+    Row("pretrain: --texts with --objective mae", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--texts", fx.textdb),
+        r"--texts pairs videos with texts .*--objective mae does not use it"),
+    Row("pretrain: global micro-batch of one pair", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--batch_size", "1"),
+        r"--batch_size 1 x world size 1 gives 1 pair per micro-batch: InfoNCE needs at least 2"),
+    Row("pretrain: --contrastive_weight without mae+contrastive", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--contrastive_weight", "2"),
+        r"--contrastive_weight weighs the InfoNCE of --objective mae\+contrastive, not of --objective contrastive"),
+    Row("pretrain: --contrastive_weight 0", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--objective", "mae+contrastive", "--contrastive_weight", "0"),
+        r"--contrastive_weight.*got 0"),
+    Row("pretrain: --train_last_k -1", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--train_last_k", "-1"), r"--train_last_k.*got -1"),
+    Row("pretrain: --train_last_k above --depth", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--train_last_k", "3"),
+        r"--train_last_k 3 exceeds the encoder's 1 blocks \(--depth\)"),
+    Row("pretrain: --texts missing", main_pretrain.main, lambda fx, out: contrastive_argv(fx, out, db=fx.missing),
+        r"nowhere/meta\.json is missing: .*nowhere is not a text database"),
+    Row("pretrain: --texts of another encoder", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, db=fx.other_textdb),
+        r"other_textdb embeds text with encoder 'other:enc', but the store .*benchmark was made by 'synthetic:seed0'"),
+    Row("pretrain: --texts for no video of the store", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, db=fx.ghost_textdb),
+        r"--texts .*ghost_textdb has a text for none of the training videos"),
+    Row("pretrain: --init missing", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--init", fx.missing), r"checkpoint .*nowhere does not exist"),
+    Row("pretrain: --init with another --depth", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--init", fx.ckpt, "--depth", "2"),
+        r"--depth 2 but --init .*checkpoint-last\.pth has depth 1; drop --depth"),
+    Row("interpret: a contrastive-only checkpoint", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, fx.contrastive_ckpt),
+        r"contrastive\.pth was trained with --objective contrastive: it has no decoder"),
+    Row("texts: missing text table", texts.main, lambda fx, out: texts_argv(fx, out, fx.missing),
+        r"text table .*nowhere does not exist"),
+    Row("texts: table without video_id, text", texts.main, lambda fx, out: texts_argv(fx, out, fx.cols_texts),
+        r"cols_texts\.csv needs columns video_id, text"),
+    Row("texts: two texts for one video", texts.main, lambda fx, out: texts_argv(fx, out, fx.dup_texts),
+        r"dup_texts\.csv: id 'syn000000' has several different texts"),
+    Row("texts: --batch_size 0", texts.main,
+        lambda fx, out: texts_argv(fx, out, fx.dup_texts, "--batch_size", "0"), r"--batch_size.*got 0"),
+    Row("texts: --output_dir is a file", texts.main, lambda fx, out: texts_argv(fx, out, fx.dup_texts),
+        r"--output_dir: .*out is a file", out_is_file=True),
     Row("pretrain: --device nope", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--device", "nope"), r"--device nope is not a device"),
     # --- retrieval and zero-shot QA --------------------------------------------------------------
