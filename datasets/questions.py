@@ -117,7 +117,7 @@ def get_args_parser():
     p.add_argument("--encoder", required=True, help="text tower backend (the store's encoder)")
     p.add_argument("--checkpoint", required=True, help="local directory of that encoder")
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="cpu", help="device of the text tower")
+    p.add_argument("--device", default="auto", help="device of the text tower: auto (CUDA if available), cpu, cuda ...")
     return p
 
 
@@ -144,7 +144,8 @@ def main(argv=None):
     from preprocessing.encoders import build_encoder
     from datasets.texts import build_text_database
     from datasets.youcook2 import count_truncated
-    tower = build_encoder(args.encoder, args.checkpoint, args.device)
+    from util.dist import resolve_device
+    tower = build_encoder(args.encoder, args.checkpoint, str(resolve_device(args.device)))
     texts = option_texts(table)
     counts.update(count_truncated(texts.assign(kind=np.where(texts.id.str.endswith("+q"), "question_option",
                                                             "option")), tower))

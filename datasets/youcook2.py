@@ -199,7 +199,7 @@ def get_args_parser():
                    help="share of the training videos held out as val (ridge selection)")
     p.add_argument("--split_seed", type=int, default=0, help="seed of the val split")
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="cpu", help="device of the text tower")
+    p.add_argument("--device", default="auto", help="device of the text tower: auto (CUDA if available), cpu, cuda ...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
     return p
 
@@ -216,7 +216,8 @@ def main(argv=None):
         raise YouCook2Error(f"{args.annotations}: none of its videos is in the store {', '.join(map(str, store.roots))}")
     from preprocessing.encoders import build_encoder
     from datasets.texts import build_text_database
-    tower = build_encoder(args.encoder, args.checkpoint, args.device)
+    from util.dist import resolve_device
+    tower = build_encoder(args.encoder, args.checkpoint, str(resolve_device(args.device)))
     counts.update(count_truncated(texts, tower))
     meta = build_text_database(texts[["id", "text"]], tower.encode_text, tower.name, store.manifest,
                                args.output_dir, store_name=", ".join(map(str, store.roots)),
