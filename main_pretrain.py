@@ -256,7 +256,8 @@ def paired_texts(args, stores, output_dir: Path, is_main: bool, say):
     trunc = "truncation not counted (no tokenizer)" if trunc is None else \
         f"{trunc} truncated to the tower's {db.meta.get('max_length')} tokens"
     say(f"texts: {len(db)} from {args.texts} ({db.meta.get('num_texts')} distinct, {trunc}); "
-        f"{len(unknown)} of videos not in --data_path" + (f" (listed in {output_dir / TEXTS_UNKNOWN})" if unknown else ""))
+        f"{len(unknown)} texts of videos in no store"
+        + (f" (listed in {output_dir / TEXTS_UNKNOWN})" if unknown else ""))
     rows = {v: i for i, v in enumerate(db.ids) if v in in_store}
     if not rows:
         raise ConfigError(f"--texts {args.texts} has a text for none of the training videos of --data_path "

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+import extract_features
 import main_pretrain
 from datasets import synthetic
 from datasets.store import EmbeddingStore
@@ -257,6 +258,10 @@ def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
     assert all(math.isfinite(h["train_contrastive"]) and h["logit_scale"] > 0 for h in full["history"])
     model, _ = load_pretrained(tmp_path / "full" / "checkpoint-last.pth")
     assert model.config["objective"] == "contrastive"
+    # the encoder's features are read as for any checkpoint
+    extract_features.main(["--data_path", str(paired[0]), "--checkpoint",
+                           str(tmp_path / "full" / "checkpoint-last.pth"), "--output_dir", str(tmp_path / "features")])
+    assert np.load(tmp_path / "features" / "mean.npy").shape == (len(LENGTHS), 16)
 
     (tmp_path / "cut").mkdir()
     shutil.copy(tmp_path / "full" / "checkpoint-0.pth", tmp_path / "cut" / "checkpoint-last.pth")
@@ -277,8 +282,8 @@ def test_init_from_lvmae_and_train_last_k_leave_the_rest_bitwise_unchanged(paire
                               "--depth", "2", "--epochs", "1", "--warmup_epochs", "1", "--batch_size", "4",
                               "--num_workers", "0", "--no_progress"])
     init = load_checkpoint(mae["checkpoint"])["model"]
-    run(paired, tmp_path / "c", "--depth", "2", "--init", mae["checkpoint"], "--train_last_k", "1", "--objective", "mae+contrastive",
-        epochs=1)
+    run(paired, tmp_path / "c", "--depth", "2", "--init", mae["checkpoint"], "--train_last_k", "1",
+        "--objective", "mae+contrastive", epochs=1)
     after = load_checkpoint(tmp_path / "c" / "checkpoint-last.pth")
     assert after["model_config"]["depth"] == 2 and after["model_config"]["objective"] == "mae+contrastive"
     for k, v in init.items():
