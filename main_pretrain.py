@@ -110,7 +110,8 @@ def get_args_parser():
     g = p.add_argument_group("masking and loss")
     g.add_argument("--mask_ratio", type=fraction, default=None,
                    help="fraction of segments masked: in (0, 1) for objectives that reconstruct, [0, 1) for "
-                        "contrastive (0 = the unmasked encoder); default 0.75 for contrastive, else 0.5")
+                        "contrastive (0 = the unmasked encoder); default 0.75 for contrastive, else 0.5, or the "
+                        "checkpoint's on resume")
     g.add_argument("--masking", choices=models_lvmae.MASKINGS, default=None,
                    help="random (default); semantic: mask the segments least similar to their predecessor (the "
                         "paper's text); semantic_inverse: mask the most redundant ones (what the authors' code does)")
@@ -140,8 +141,9 @@ def get_args_parser():
     g.add_argument("--init", default=None,
                    help="start a new run from this LV-MAE checkpoint's weights (the paper's second stage; its "
                         "architecture is used, the text head starts fresh unless it has one)")
-    g.add_argument("--train_last_k", type=nonneg_int, default=0,
-                   help="train only the last K encoder blocks (and the final norm and the heads); 0 = all")
+    g.add_argument("--train_last_k", type=nonneg_int, default=None,
+                   help="train only the last K encoder blocks (and the final norm and the heads); 0 = all (default, "
+                        "or the checkpoint's on resume)")
 
     g = p.add_argument_group("optimization (Table 5 defaults)")
     g.add_argument("--batch_size", type=positive_int, default=16,
@@ -211,24 +213,30 @@ def resolve_args(args, info: dist_util.DistInfo, resumed: dict | None = None) ->
     if args.input_scale is None:
         args.input_scale = resumed["model_config"]["input_scale"] if resumed is not None \
             else models_lvmae.DEFAULT_INPUT_SCALE
-    resolve_objective(args, info)
+    resolve_objective(args, info, (resumed.get("args") or {}) if resumed is not None else {})
     eff_batch = args.batch_size * args.accum_iter * info.world_size
     if args.lr is None:
         args.lr = args.blr * eff_batch / 256
     return eff_batch
 
 
-def resolve_objective(args, info: dist_util.DistInfo) -> None:
-    """The objective flags' defaults and the checks that need no data (ConfigError naming the flag)."""
+def resolve_objective(args, info: dist_util.DistInfo, resumed_args: dict) -> None:
+    """The objective flags' defaults (on resume, the checkpoint's values of the flags left out)
+    and the checks that need no data (ConfigError naming the flag)."""
     contrast = models_lvmae.has_text_head(args.objective)
-    if args.mask_ratio is None:
-        args.mask_ratio = MASK_RATIO_DEFAULTS[args.objective]
-    if models_lvmae.has_decoder(args.objective) and not 0.0 < args.mask_ratio < 1.0:
-        raise ConfigError(f"--mask_ratio {args.mask_ratio}: --objective {args.objective} reconstructs masked "
-                          "segments and needs a ratio in (0, 1) (0 is for --objective contrastive)")
     if args.contrastive_weight is not None and args.objective != "mae+contrastive":
         raise ConfigError(f"--contrastive_weight weighs the InfoNCE of --objective mae+contrastive, not of "
                           f"--objective {args.objective}")
+    for flag in ("mask_ratio", "contrastive_weight", "train_last_k"):
+        if getattr(args, flag) is None and resumed_args.get(flag) is not None:
+            setattr(args, flag, resumed_args[flag])
+    if args.mask_ratio is None:
+        args.mask_ratio = MASK_RATIO_DEFAULTS[args.objective]
+    if args.train_last_k is None:
+        args.train_last_k = 0
+    if models_lvmae.has_decoder(args.objective) and not 0.0 < args.mask_ratio < 1.0:
+        raise ConfigError(f"--mask_ratio {args.mask_ratio}: --objective {args.objective} reconstructs masked "
+                          "segments and needs a ratio in (0, 1) (0 is for --objective contrastive)")
     args.contrastive_weight = 1.0 if args.contrastive_weight is None else args.contrastive_weight
     if contrast and not args.texts:
         raise ConfigError(f"--objective {args.objective} needs --texts (a text database: python -m datasets.texts)")

@@ -244,9 +244,9 @@ def run(paired, out, *extra, epochs=2):
 
 
 def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
-    full = run(paired, tmp_path / "full", "--keep_every", "1", epochs=3)
+    full = run(paired, tmp_path / "full", "--keep_every", "1", "--mask_ratio", "0.6", epochs=3)
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert cfg["args"]["mask_ratio"] == 0.75  # the objective's default
+    assert cfg["args"]["mask_ratio"] == 0.6
     assert cfg["texts_videos_without_text"] == 2 and cfg["texts_unknown_videos"] == 2
     assert (tmp_path / "full" / main_pretrain.TEXTS_UNKNOWN).read_text() == "ghost1\nghost2\n"
     # 22 videos with a text, the one-segment ones included
@@ -269,10 +269,14 @@ def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
     resumed = main_pretrain.main(["--data_path", str(paired[0]), "--output_dir", str(tmp_path / "cut"), *TINY_MODEL,
                                   "--epochs", "3", "--warmup_epochs", "1", "--blr", "5e-2", "--batch_size", "4",
                                   "--num_workers", "0", "--no_progress", "--texts", str(paired[1]),
-                                  "--val_fraction", "0.2"])  # --objective from the checkpoint
+                                  "--val_fraction", "0.2"])  # --objective and --mask_ratio from the checkpoint
     b = load_checkpoint(tmp_path / "cut" / "checkpoint-last.pth")
     for k in ckpt["model"]:
         assert torch.equal(ckpt["model"][k], b["model"][k]), k
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["args"]["mask_ratio"] == 0.6
+    # a new run's default is the objective's
+    assert run(paired, tmp_path / "new", epochs=1)["history"] and \
+        json.loads((tmp_path / "new" / "config.json").read_text())["args"]["mask_ratio"] == 0.75
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"][1:]]
 
 
