@@ -391,7 +391,8 @@ def checkpoint_dict(model, optimizer, scaler, epoch, args, store) -> dict:
         data["texts"] = args.texts
     return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "args": jsonable(vars(args)),
-            "model_config": dict(model.config), "data": data, "rng": get_rng_state()}
+            "model_config": dict(model.config), "objective": model.config["objective"], "data": data,
+            "rng": get_rng_state()}
 
 
 def resume_path(args) -> Path | None:

@@ -252,7 +252,7 @@ def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
     # 22 videos with a text, the one-segment ones included
     assert cfg["train_videos"] + cfg["val_videos"] == 22
     ckpt = load_checkpoint(tmp_path / "full" / "checkpoint-last.pth")
-    assert ckpt["model_config"]["objective"] == "contrastive" and "logit_scale" in ckpt["model"]
+    assert ckpt["model_config"]["objective"] == ckpt["objective"] == "contrastive" and "logit_scale" in ckpt["model"]
     assert not [k for k in ckpt["model"] if k.startswith("decoder")]
     assert ckpt["data"]["texts"] == str(paired[1])
     assert all(math.isfinite(h["train_contrastive"]) and h["logit_scale"] > 0 for h in full["history"])
@@ -302,5 +302,6 @@ def test_old_checkpoints_read_as_objective_mae(tmp_path):
     save_checkpoint({"format_version": 1, "model": model.state_dict(), "model_config": cfg}, tmp_path / "v1.pth")
     ckpt = load_checkpoint(tmp_path / "v1.pth")
     assert ckpt["model_config"]["objective"] == "mae" and ckpt["model_config"]["text_dim"] is None
+    assert ckpt["objective"] == "mae" and ckpt["format_version"] == 2
     loaded, _ = load_pretrained(tmp_path / "v1.pth")
     assert loaded.objective == "mae" and hasattr(loaded, "decoder_embed")
