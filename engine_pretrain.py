@@ -173,7 +173,8 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
                 noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None
                 with autocast(device, args.amp):
                     out = model(x, lengths, mask_ratio=args.mask_ratio, masking=args.masking, noise=noise,
-                                num_masked=norms[a], cos_loss=args.cos_loss, with_embedding=contrast)
+                                num_masked=norms[a], cos_loss=args.cos_loss, **({"with_embedding": True} if contrast
+                                                                                 else {}))
                     loss = out[0]
                     total = loss * factor if decode else 0.0
                     if contrast:

@@ -316,6 +316,7 @@ def freeze_all_but_last(model, k: int) -> int:
 
 def model_config(args, store_dim: int, store_name: str, text_dim: int | None = None) -> dict:
     """The LVMAE constructor arguments: the --model preset, explicit flags applied."""
+    objective = args.objective or "mae"  # unresolved (parsed only): the default
     if args.input_size is not None and args.input_size != store_dim:
         raise ConfigError(f"--input_size {args.input_size} but {store_name} holds {store_dim}-d embeddings; "
                           f"drop --input_size or pass --input_size {store_dim}")
@@ -323,9 +324,9 @@ def model_config(args, store_dim: int, store_name: str, text_dim: int | None = N
         args.model, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads,
         decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
         decoder_num_heads=args.decoder_num_heads, mlp_ratio=args.mlp_ratio, max_len=args.num_patches,
-        input_dim=store_dim, input_scale=args.input_scale, objective=args.objective,
-        text_dim=text_dim if models_lvmae.has_text_head(args.objective) else None,
-        pooling=args.pooling if models_lvmae.has_text_head(args.objective) else "mean")
+        input_dim=store_dim, input_scale=args.input_scale, objective=objective,
+        text_dim=text_dim if models_lvmae.has_text_head(objective) else None,
+        pooling=args.pooling if models_lvmae.has_text_head(objective) else "mean")
     for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
         if cfg[width] % cfg[heads]:
             raise ConfigError(f"--{width} {cfg[width]} is not divisible by --{heads} {cfg[heads]}")
