@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 import util.dist as dist_util
-from models_lvmae import has_decoder, has_text_head, num_visible
+from models_lvmae import LOGIT_SCALE_MAX, has_decoder, has_text_head, num_visible
 from util.baselines import mean_visible, nearest_visible
 from util.cli import UserError
 from util.contrastive import info_nce
@@ -173,7 +173,8 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
                 noise = batch["noise"].to(device, non_blocking=True) if args.masking == "random" else None
                 with autocast(device, args.amp):
                     out = model(x, lengths, mask_ratio=args.mask_ratio, masking=args.masking, noise=noise,
-                                num_masked=norms[a], cos_loss=args.cos_loss, with_embedding=contrast)
+                                num_masked=norms[a], cos_loss=args.cos_loss, **({"with_embedding": True} if contrast
+                                                                                 else {}))
                     loss = out[0]
                     total = loss * factor if decode else 0.0
                     if contrast:
@@ -196,7 +197,8 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
                 f"non-finite contrastive loss ({step_loss}) at epoch {epoch}, step {step} (lr {lr:.3g}); videos "
                 f"of this rank: {[v for b in micro_batches for v in b['video_id']]}. Lower --blr or use --amp none.")
         if not math.isfinite(step_loss):
-            bad = [vid for l, b in zip(torch.stack(sums).tolist(), micro_batches) if not math.isfinite(l) for vid in b["video_id"]]
+            bad = [vid for l, b in zip(torch.stack(sums).tolist(), micro_batches) if not math.isfinite(l)
+                   for vid in b["video_id"]]
             raise NonFiniteLossError(
                 f"non-finite loss ({step_loss}) at epoch {epoch}, step {step} (lr {lr:.3g}); "
                 f"videos of this rank's non-finite micro-batch(es): {bad or '(another rank)'}. "
@@ -227,8 +229,9 @@ def train_one_epoch(model, loader, optimizer, scaler, device: torch.device, epoc
              "epoch_time_s": elapsed}
     if contrast:
         nce = nce_total / max(total_steps, 1)
+        scale = _unwrap(model).logit_scale.detach().exp().clamp(max=LOGIT_SCALE_MAX)
         stats.update(train_loss=(mse if decode else 0.0) + weight * nce, train_contrastive=nce,
-                     masked_tokens=int(masked_total), logit_scale=float(_unwrap(model).logit_scale.detach().exp().clamp(max=100)))
+                     masked_tokens=int(masked_total), logit_scale=float(scale))
         if decode:
             stats["train_mse"] = mse
     return stats

@@ -110,7 +110,8 @@ def get_args_parser():
     g = p.add_argument_group("masking and loss")
     g.add_argument("--mask_ratio", type=fraction, default=None,
                    help="fraction of segments masked: in (0, 1) for objectives that reconstruct, [0, 1) for "
-                        "contrastive (0 = the unmasked encoder); default 0.75 for contrastive, else 0.5")
+                        "contrastive (0 = the unmasked encoder); default 0.75 for contrastive, else 0.5, or the "
+                        "checkpoint's on resume")
     g.add_argument("--masking", choices=models_lvmae.MASKINGS, default=None,
                    help="random (default); semantic: mask the segments least similar to their predecessor (the "
                         "paper's text); semantic_inverse: mask the most redundant ones (what the authors' code does)")
@@ -140,8 +141,9 @@ def get_args_parser():
     g.add_argument("--init", default=None,
                    help="start a new run from this LV-MAE checkpoint's weights (the paper's second stage; its "
                         "architecture is used, the text head starts fresh unless it has one)")
-    g.add_argument("--train_last_k", type=nonneg_int, default=0,
-                   help="train only the last K encoder blocks (and the final norm and the heads); 0 = all")
+    g.add_argument("--train_last_k", type=nonneg_int, default=None,
+                   help="train only the last K encoder blocks (and the final norm and the heads); 0 = all (default, "
+                        "or the checkpoint's on resume)")
 
     g = p.add_argument_group("optimization (Table 5 defaults)")
     g.add_argument("--batch_size", type=positive_int, default=16,
@@ -211,24 +213,30 @@ def resolve_args(args, info: dist_util.DistInfo, resumed: dict | None = None) ->
     if args.input_scale is None:
         args.input_scale = resumed["model_config"]["input_scale"] if resumed is not None \
             else models_lvmae.DEFAULT_INPUT_SCALE
-    resolve_objective(args, info)
+    resolve_objective(args, info, (resumed.get("args") or {}) if resumed is not None else {})
     eff_batch = args.batch_size * args.accum_iter * info.world_size
     if args.lr is None:
         args.lr = args.blr * eff_batch / 256
     return eff_batch
 
 
-def resolve_objective(args, info: dist_util.DistInfo) -> None:
-    """The objective flags' defaults and the checks that need no data (ConfigError naming the flag)."""
+def resolve_objective(args, info: dist_util.DistInfo, resumed_args: dict) -> None:
+    """The objective flags' defaults (on resume, the checkpoint's values of the flags left out)
+    and the checks that need no data (ConfigError naming the flag)."""
     contrast = models_lvmae.has_text_head(args.objective)
-    if args.mask_ratio is None:
-        args.mask_ratio = MASK_RATIO_DEFAULTS[args.objective]
-    if models_lvmae.has_decoder(args.objective) and not 0.0 < args.mask_ratio < 1.0:
-        raise ConfigError(f"--mask_ratio {args.mask_ratio}: --objective {args.objective} reconstructs masked "
-                          "segments and needs a ratio in (0, 1) (0 is for --objective contrastive)")
     if args.contrastive_weight is not None and args.objective != "mae+contrastive":
         raise ConfigError(f"--contrastive_weight weighs the InfoNCE of --objective mae+contrastive, not of "
                           f"--objective {args.objective}")
+    for flag in ("mask_ratio", "contrastive_weight", "train_last_k"):
+        if getattr(args, flag) is None and resumed_args.get(flag) is not None:
+            setattr(args, flag, resumed_args[flag])
+    if args.mask_ratio is None:
+        args.mask_ratio = MASK_RATIO_DEFAULTS[args.objective]
+    if args.train_last_k is None:
+        args.train_last_k = 0
+    if models_lvmae.has_decoder(args.objective) and not 0.0 < args.mask_ratio < 1.0:
+        raise ConfigError(f"--mask_ratio {args.mask_ratio}: --objective {args.objective} reconstructs masked "
+                          "segments and needs a ratio in (0, 1) (0 is for --objective contrastive)")
     args.contrastive_weight = 1.0 if args.contrastive_weight is None else args.contrastive_weight
     if contrast and not args.texts:
         raise ConfigError(f"--objective {args.objective} needs --texts (a text database: python -m datasets.texts)")
@@ -256,7 +264,8 @@ def paired_texts(args, stores, output_dir: Path, is_main: bool, say):
     trunc = "truncation not counted (no tokenizer)" if trunc is None else \
         f"{trunc} truncated to the tower's {db.meta.get('max_length')} tokens"
     say(f"texts: {len(db)} from {args.texts} ({db.meta.get('num_texts')} distinct, {trunc}); "
-        f"{len(unknown)} of videos not in --data_path" + (f" (listed in {output_dir / TEXTS_UNKNOWN})" if unknown else ""))
+        f"{len(unknown)} texts of videos in no store"
+        + (f" (listed in {output_dir / TEXTS_UNKNOWN})" if unknown else ""))
     rows = {v: i for i, v in enumerate(db.ids) if v in in_store}
     if not rows:
         raise ConfigError(f"--texts {args.texts} has a text for none of the training videos of --data_path "
@@ -307,6 +316,7 @@ def freeze_all_but_last(model, k: int) -> int:
 
 def model_config(args, store_dim: int, store_name: str, text_dim: int | None = None) -> dict:
     """The LVMAE constructor arguments: the --model preset, explicit flags applied."""
+    objective = args.objective or "mae"  # unresolved (parsed only): the default
     if args.input_size is not None and args.input_size != store_dim:
         raise ConfigError(f"--input_size {args.input_size} but {store_name} holds {store_dim}-d embeddings; "
                           f"drop --input_size or pass --input_size {store_dim}")
@@ -314,9 +324,9 @@ def model_config(args, store_dim: int, store_name: str, text_dim: int | None = N
         args.model, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads,
         decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
         decoder_num_heads=args.decoder_num_heads, mlp_ratio=args.mlp_ratio, max_len=args.num_patches,
-        input_dim=store_dim, input_scale=args.input_scale, objective=args.objective,
-        text_dim=text_dim if models_lvmae.has_text_head(args.objective) else None,
-        pooling=args.pooling if models_lvmae.has_text_head(args.objective) else "mean")
+        input_dim=store_dim, input_scale=args.input_scale, objective=objective,
+        text_dim=text_dim if models_lvmae.has_text_head(objective) else None,
+        pooling=args.pooling if models_lvmae.has_text_head(objective) else "mean")
     for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
         if cfg[width] % cfg[heads]:
             raise ConfigError(f"--{width} {cfg[width]} is not divisible by --{heads} {cfg[heads]}")
@@ -382,7 +392,8 @@ def checkpoint_dict(model, optimizer, scaler, epoch, args, store) -> dict:
         data["texts"] = args.texts
     return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "args": jsonable(vars(args)),
-            "model_config": dict(model.config), "data": data, "rng": get_rng_state()}
+            "model_config": dict(model.config), "objective": model.config["objective"], "data": data,
+            "rng": get_rng_state()}
 
 
 def resume_path(args) -> Path | None:

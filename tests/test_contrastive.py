@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+import extract_features
 import main_pretrain
 from datasets import synthetic
 from datasets.store import EmbeddingStore
@@ -243,20 +244,24 @@ def run(paired, out, *extra, epochs=2):
 
 
 def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
-    full = run(paired, tmp_path / "full", "--keep_every", "1", epochs=3)
+    full = run(paired, tmp_path / "full", "--keep_every", "1", "--mask_ratio", "0.6", epochs=3)
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert cfg["args"]["mask_ratio"] == 0.75  # the objective's default
+    assert cfg["args"]["mask_ratio"] == 0.6
     assert cfg["texts_videos_without_text"] == 2 and cfg["texts_unknown_videos"] == 2
     assert (tmp_path / "full" / main_pretrain.TEXTS_UNKNOWN).read_text() == "ghost1\nghost2\n"
     # 22 videos with a text, the one-segment ones included
     assert cfg["train_videos"] + cfg["val_videos"] == 22
     ckpt = load_checkpoint(tmp_path / "full" / "checkpoint-last.pth")
-    assert ckpt["model_config"]["objective"] == "contrastive" and "logit_scale" in ckpt["model"]
+    assert ckpt["model_config"]["objective"] == ckpt["objective"] == "contrastive" and "logit_scale" in ckpt["model"]
     assert not [k for k in ckpt["model"] if k.startswith("decoder")]
     assert ckpt["data"]["texts"] == str(paired[1])
     assert all(math.isfinite(h["train_contrastive"]) and h["logit_scale"] > 0 for h in full["history"])
     model, _ = load_pretrained(tmp_path / "full" / "checkpoint-last.pth")
     assert model.config["objective"] == "contrastive"
+    # the encoder's features are read as for any checkpoint
+    extract_features.main(["--data_path", str(paired[0]), "--checkpoint",
+                           str(tmp_path / "full" / "checkpoint-last.pth"), "--output_dir", str(tmp_path / "features")])
+    assert np.load(tmp_path / "features" / "mean.npy").shape == (len(LENGTHS), 16)
 
     (tmp_path / "cut").mkdir()
     shutil.copy(tmp_path / "full" / "checkpoint-0.pth", tmp_path / "cut" / "checkpoint-last.pth")
@@ -264,10 +269,14 @@ def test_contrastive_run_pairs_counts_and_resumes_exactly(paired, tmp_path):
     resumed = main_pretrain.main(["--data_path", str(paired[0]), "--output_dir", str(tmp_path / "cut"), *TINY_MODEL,
                                   "--epochs", "3", "--warmup_epochs", "1", "--blr", "5e-2", "--batch_size", "4",
                                   "--num_workers", "0", "--no_progress", "--texts", str(paired[1]),
-                                  "--val_fraction", "0.2"])  # --objective from the checkpoint
+                                  "--val_fraction", "0.2"])  # --objective and --mask_ratio from the checkpoint
     b = load_checkpoint(tmp_path / "cut" / "checkpoint-last.pth")
     for k in ckpt["model"]:
         assert torch.equal(ckpt["model"][k], b["model"][k]), k
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["args"]["mask_ratio"] == 0.6
+    # a new run's default is the objective's
+    assert run(paired, tmp_path / "new", epochs=1)["history"] and \
+        json.loads((tmp_path / "new" / "config.json").read_text())["args"]["mask_ratio"] == 0.75
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"][1:]]
 
 
@@ -277,8 +286,8 @@ def test_init_from_lvmae_and_train_last_k_leave_the_rest_bitwise_unchanged(paire
                               "--depth", "2", "--epochs", "1", "--warmup_epochs", "1", "--batch_size", "4",
                               "--num_workers", "0", "--no_progress"])
     init = load_checkpoint(mae["checkpoint"])["model"]
-    run(paired, tmp_path / "c", "--depth", "2", "--init", mae["checkpoint"], "--train_last_k", "1", "--objective", "mae+contrastive",
-        epochs=1)
+    run(paired, tmp_path / "c", "--depth", "2", "--init", mae["checkpoint"], "--train_last_k", "1",
+        "--objective", "mae+contrastive", epochs=1)
     after = load_checkpoint(tmp_path / "c" / "checkpoint-last.pth")
     assert after["model_config"]["depth"] == 2 and after["model_config"]["objective"] == "mae+contrastive"
     for k, v in init.items():
@@ -293,5 +302,6 @@ def test_old_checkpoints_read_as_objective_mae(tmp_path):
     save_checkpoint({"format_version": 1, "model": model.state_dict(), "model_config": cfg}, tmp_path / "v1.pth")
     ckpt = load_checkpoint(tmp_path / "v1.pth")
     assert ckpt["model_config"]["objective"] == "mae" and ckpt["model_config"]["text_dim"] is None
+    assert ckpt["objective"] == "mae" and ckpt["format_version"] == 2
     loaded, _ = load_pretrained(tmp_path / "v1.pth")
     assert loaded.objective == "mae" and hasattr(loaded, "decoder_embed")

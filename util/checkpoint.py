@@ -52,6 +52,7 @@ def _upgrade_1_to_2(ckpt: dict) -> None:
     ckpt["model_config"] = {**ckpt["model_config"]}
     for key, value in (("objective", "mae"), ("text_dim", None), ("pooling", "mean")):
         ckpt["model_config"].setdefault(key, value)
+    ckpt.setdefault("objective", ckpt["model_config"]["objective"])
 
 
 # version v -> the function turning a checkpoint of version v into version v + 1 (in place)
