@@ -59,8 +59,8 @@ RETRIEVAL_COLUMNS = ["run_id", "dataset", "texts", "split", "backbone", "head", 
                      "t2v_R@1_ci_low", "t2v_R@1_ci_high",
                      "checkpoint", "checkpoint_sha256", "result_json", "time"]
 MCQA_COLUMNS = ["run_id", "dataset", "questions", "split", "backbone", "head", "pool", "objective", "mask_ratio",
-                "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "ci_low", "ci_high",
-                "chance",
+                "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "ci_low",
+                "ci_high", "chance",
                 "checkpoint", "checkpoint_sha256", "result_json", "time"]
 
 
@@ -470,8 +470,6 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path) -> Path:
 def main(argv=None):
     """``python engine_retrieval.py OUT [--plot PNG] [--dataset NAME]``: the tables of a results
     folder and the mask-ratio trade-off (table, and PNG with --plot)."""
-    import argparse
-    import sys
     from util.cli import ArgumentParser, output_file
     p = ArgumentParser(description=main.__doc__)
     p.add_argument("results", help="output directory of eval_retrieval.py / eval_mcqa.py")

@@ -213,7 +213,8 @@ def main(argv=None):
     yc = read_annotations(args.annotations)
     texts, spans, splits, counts = pair_with_store(yc, store, args.val_fraction, args.split_seed)
     if not len(texts):
-        raise YouCook2Error(f"{args.annotations}: none of its videos is in the store {', '.join(map(str, store.roots))}")
+        raise YouCook2Error(f"{args.annotations}: none of its videos is in the store "
+                            f"{', '.join(map(str, store.roots))}")
     from preprocessing.encoders import build_encoder
     from datasets.texts import build_text_database
     from util.dist import resolve_device
