@@ -7,7 +7,7 @@ DEMO := demo_out
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo bench gpu-check clean
+.PHONY: install test demo demo-contrastive bench gpu-check clean
 
 install: $(STAMP)
 
@@ -55,11 +55,61 @@ demo: $(STAMP)
 	@echo; echo "[demo] stage times (wall clock):"; cat $(DEMO)/times.txt; \
 		awk '{s += $$(NF - 1)} END {print "[demo] total: " s " s"}' $(DEMO)/times.txt
 
+# Masked video-text contrastive training and its zero-shot evaluations on the synthetic corpus in a
+# tiny CLIP text tower's space (CPU, 2 threads, seeded): the tower -> corpus (its scene prototypes
+# are the tower's caption embeddings) -> text databases (video descriptions, order questions) ->
+# an MAE-only LV-MAE (for the ridge baseline) and contrastive runs at mask ratio 0 / 0.25 / 0.5 /
+# 0.75, all at the same budget -> retrieval and order questions for the raw-mean baseline, the
+# ridge-mapped LV-MAE and every contrastive run -> the tables and the trade-off plot.
+# README "Retrieval and zero-shot QA", docs/contrastive.md "Evaluation".
+DC := demo_contrastive
+DC_EPOCHS ?= 5
+DC_TRAIN = $(PY) main_pretrain.py --data_path $(DC)/corpus/pretrain --dataset demo-contrastive --model lvmae_tiny \
+	--epochs $(DC_EPOCHS) --warmup_epochs 1 --num_workers 0 --keep_every 0 --no_progress
+DC_BASE = --data_path $(DC)/corpus/benchmark --splits $(DC)/corpus/latents.csv --dataset synthetic \
+	--output_dir $(DC)/eval --device cpu
+DC_TOWER = --encoder clip --checkpoint $(DC)/tiny_clip
+DC_RATIOS = 0 0.25 0.5 0.75
+cstage = @echo "[demo-contrastive] $(1): $(2)"; t=$$(date +%s); $(2) && echo "[demo-contrastive] $(1): \
+	$$(($$(date +%s) - t)) s" >> $(DC)/times.txt && tail -n 1 $(DC)/times.txt
+
+demo-contrastive: export OMP_NUM_THREADS := 2
+demo-contrastive: export MKL_NUM_THREADS := 2
+demo-contrastive: export PYTHONHASHSEED := 0
+demo-contrastive: $(STAMP)
+	rm -rf $(DC) && mkdir -p $(DC)
+	$(call cstage,tiny CLIP,$(PY) -m preprocessing.make_tiny_encoder --backend clip --out $(DC)/tiny_clip)
+	$(call cstage,corpus,$(PY) -m datasets.synthetic --out $(DC)/corpus --text_encoder clip \
+		--text_checkpoint $(DC)/tiny_clip --num_videos 600 --num_pretrain 1500 --num_movies 0 --extra_videos 600 \
+		--extra_fractions 0 0.25 0.75)
+	$(call cstage,texts,for s in pretrain benchmark; do $(PY) -m datasets.texts --texts $(DC)/corpus/texts.csv \
+		--data_path $(DC)/corpus/$$s $(DC_TOWER) --output_dir $(DC)/texts_$$s || exit 1; done)
+	$(call cstage,order questions,$(PY) -m datasets.questions --questions $(DC)/corpus/order_questions.csv \
+		--data_path $(DC)/corpus/benchmark $(DC_TOWER) --output_dir $(DC)/order)
+	$(call cstage,MAE-only pretraining,$(DC_TRAIN) --objective mae --blr 6.4e-2 --batch_size 16 --output_dir $(DC)/mae)
+	$(call cstage,contrastive training x 4 ratios,for r in $(DC_RATIOS); do $(DC_TRAIN) --objective contrastive \
+		--texts $(DC)/texts_pretrain --mask_ratio $$r --blr 1.6e-2 --batch_size 64 --output_dir $(DC)/contrastive_$$r || exit 1; done)
+	$(call cstage,evaluation,$(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone raw \
+		&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone raw \
+		&& $(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone lvmae \
+			--checkpoint $(DC)/mae/checkpoint-last.pth \
+		&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone lvmae \
+			--checkpoint $(DC)/mae/checkpoint-last.pth --ridge_texts $(DC)/texts_benchmark \
+		&& for r in $(DC_RATIOS); do c=$(DC)/contrastive_$$r/checkpoint-last.pth; \
+			$(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone lvmae --checkpoint $$c > /dev/null \
+			&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone lvmae --checkpoint $$c > /dev/null \
+			|| exit 1; done)
+	$(call cstage,tables,$(PY) engine_retrieval.py $(DC)/eval --dataset synthetic --out $(DC)/tables.md \
+		--plot $(DC)/tradeoff.png)
+	@echo; echo "[demo-contrastive] stage times (wall clock):"; cat $(DC)/times.txt; \
+		awk '{s += $$(NF - 1)} END {print "[demo-contrastive] total: " s " s"}' $(DC)/times.txt
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_pretrain.py
 	$(PY) benchmarks/bench_probe.py
 	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_contrastive.py
 
 # Every CUDA path in one command, with the machine's own Python and PyTorch (no .venv: a GPU
 # machine brings its CUDA build); one JSON line, exit 1 on any failure, "no GPU" and exit 0
@@ -68,4 +118,4 @@ gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) $(DC) .pytest_cache

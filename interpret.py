@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from datasets.captions import CaptionDB, CaptionError
 from datasets.store import EmbeddingStore
-from models_lvmae import MASKINGS, make_mask
+from models_lvmae import MASKINGS, has_decoder, make_mask
 from util.baselines import linear_interpolation, nearest_visible
-from util.checkpoint import check_store_encoder, load_pretrained
+from util.checkpoint import CheckpointError, check_store_encoder, load_pretrained
 from util.cli import (DEVICE_HELP, ArgumentParser, open_fraction, output_dir, positive_int, resolve_device_flag,
                       run_cli)
 from util.io import atomic_write_text
@@ -237,6 +237,9 @@ def main(argv=None):
     db = CaptionDB(args.captions)
     db.check_store(store.manifest, store_name)
     model, ckpt = load_pretrained(args.checkpoint, args.device, input_dim=store.dim, max_len=args.num_patches)
+    if not has_decoder(model.objective):
+        raise CheckpointError(f"{args.checkpoint} was trained with --objective {model.objective}: it has no decoder "
+                              "to reconstruct masked segments with (interpret.py needs an mae or mae+contrastive one)")
     check_store_encoder(ckpt, store.manifest, args.checkpoint, store_name)
     max_len = model.max_len  # max(--num_patches, the checkpoint's)
 

@@ -9,6 +9,14 @@ the batch maximum and ``[PAD]`` positions are removed from attention by key-padd
 
 Everything is batched: masking, gathering the visible tokens, scattering them back for the
 decoder and the loss run as tensor ops on the device, with no loop over samples.
+
+Objectives (``objective``; docs/contrastive.md). ``mae`` is the above. ``contrastive`` (the
+masked video-text contrastive recipe of Papalampidi et al., CVPR 2024, at the segment level):
+the encoder runs on the visible segments only, its output tokens are pooled (``pooling``: the
+mean of the segment tokens, the paper's, or ``[CLS]``), projected linearly to the text space
+(``text_dim``) and L2-normalized; no decoder is built. ``mae+contrastive``: both heads on one
+encoder pass. The learnable temperature is CLIP's: ``logit_scale`` holds ``log(1 / 0.07)`` at
+initialization and the scale ``exp(logit_scale)`` is clamped at 100.
 """
 from __future__ import annotations
 
@@ -33,16 +41,31 @@ INPUT_SCALES = ("sqrt_dim", "none")
 # from its ablation. Checkpoints whose model_config lacks the key were all trained with
 # "sqrt_dim" and load as such (util.checkpoint), whatever this default becomes.
 DEFAULT_INPUT_SCALE = "sqrt_dim"
+OBJECTIVES = ("mae", "contrastive", "mae+contrastive")
+POOLINGS = ("mean", "cls")
+LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's initial temperature 0.07
+LOGIT_SCALE_MAX = 100.0                 # CLIP's clamp of the scale exp(logit_scale)
 
 
-def num_visible(lengths: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+def has_decoder(objective: str) -> bool:
+    return "mae" in objective.split("+")
+
+
+def has_text_head(objective: str) -> bool:
+    return "contrastive" in objective.split("+")
+
+
+def num_visible(lengths: torch.Tensor, mask_ratio: float, reconstruct: bool = True) -> torch.Tensor:
     """Visible segments per sample: ``int(n * (1 - ratio))`` as Python computes it (float64,
-    truncation), clamped to ``[1, n - 1]``; samples with ``n < 2`` keep everything visible."""
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"--mask_ratio must be in (0, 1), got {mask_ratio}")
+    truncation), clamped to ``[1, n - 1]``; samples with ``n < 2`` keep everything visible.
+
+    ``reconstruct=False`` (the contrastive objective, which needs no masked token): the ratio
+    may be 0 (nothing masked) and the count is clamped to ``[1, n]``."""
+    if not (0.0 < mask_ratio < 1.0 if reconstruct else 0.0 <= mask_ratio < 1.0):
+        raise ValueError(f"--mask_ratio must be in {'(0, 1)' if reconstruct else '[0, 1)'}, got {mask_ratio}")
     n = lengths.to(torch.float64)
     keep = torch.trunc(n * (1.0 - mask_ratio)).to(torch.long)
-    keep = torch.minimum(torch.clamp(keep, min=1), lengths - 1)
+    keep = torch.minimum(torch.clamp(keep, min=1), lengths - 1 if reconstruct else lengths)
     return torch.where(lengths < 2, lengths, keep)
 
 
@@ -74,14 +97,15 @@ def masking_scores(x: torch.Tensor, valid: torch.Tensor, masking: str,
 
 
 def make_mask(x: torch.Tensor, lengths: torch.Tensor, mask_ratio: float, masking: str = "random",
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B, L]`` bool, True = masked (hidden from the encoder); always False at padding."""
+              noise: torch.Tensor | None = None, reconstruct: bool = True) -> torch.Tensor:
+    """``[B, L]`` bool, True = masked (hidden from the encoder); always False at padding.
+    ``reconstruct``: as in ``num_visible``."""
     B, L = x.shape[:2]
     valid = torch.arange(L, device=x.device)[None] < lengths[:, None]
     score = masking_scores(x, valid, masking, noise)
     order = torch.sort(score, dim=1, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=x.device).expand(B, L))
-    num_masked = lengths - num_visible(lengths, mask_ratio)
+    num_masked = lengths - num_visible(lengths, mask_ratio, reconstruct)
     return (rank < num_masked[:, None]) & valid
 
 
@@ -94,15 +118,24 @@ class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "lon
     def __init__(self, embed_dim: int = 1024, depth: int = 32, num_heads: int = 16,
                  decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
                  mlp_ratio: float = 4.0, max_len: int = 256, input_dim: int | None = None,
-                 input_scale: str = DEFAULT_INPUT_SCALE):
+                 input_scale: str = DEFAULT_INPUT_SCALE, objective: str = "mae", text_dim: int | None = None,
+                 pooling: str = "mean"):
         super().__init__()
         if input_scale not in INPUT_SCALES:
             raise ValueError(f"unknown --input_scale {input_scale!r}; choose from {INPUT_SCALES}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown --objective {objective!r}; choose from {OBJECTIVES}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown --pooling {pooling!r}; choose from {POOLINGS}")
+        if has_text_head(objective) and not text_dim:
+            raise ValueError(f"--objective {objective} needs text_dim (the text database's dim)")
         # Exactly the constructor arguments: what checkpoints store as "model_config".
         self.config = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
                            decoder_num_heads=decoder_num_heads, mlp_ratio=float(mlp_ratio), max_len=max_len,
-                           input_dim=input_dim or embed_dim, input_scale=input_scale)
+                           input_dim=input_dim or embed_dim, input_scale=input_scale, objective=objective,
+                           text_dim=int(text_dim) if has_text_head(objective) else None, pooling=pooling)
+        self.objective, self.pooling = objective, pooling
         self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
         self.input_dim = input_dim or embed_dim
         self.max_len = max_len
@@ -124,13 +157,20 @@ class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "lon
                                      for _ in range(depth)])
         self.norm = norm_layer(embed_dim)
 
-        # --- decoder (Eq. 2) ---
-        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True,
-                                                   norm_layer=norm_layer) for _ in range(decoder_depth)])
-        self.decoder_norm = norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, self.input_dim)
+        # --- decoder (Eq. 2): only for a reconstruction objective (DDP sees no unused parameter) ---
+        if has_decoder(objective):
+            self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+            self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio,
+                                                       qkv_bias=True, norm_layer=norm_layer)
+                                                 for _ in range(decoder_depth)])
+            self.decoder_norm = norm_layer(decoder_embed_dim)
+            self.decoder_pred = nn.Linear(decoder_embed_dim, self.input_dim)
+
+        # --- text head (contrastive objectives): pooled tokens -> text space, CLIP's temperature ---
+        if has_text_head(objective):
+            self.text_proj = nn.Linear(embed_dim, int(text_dim), bias=False)
+            self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
         # Positions are a function of (width, length), recomputed rather than stored, so a
         # checkpoint loads into a model with a larger max_len.
@@ -143,7 +183,8 @@ class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "lon
 
     def initialize_weights(self):
         nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
+        if has_decoder(self.objective):
+            nn.init.normal_(self.mask_token, std=0.02)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -158,7 +199,7 @@ class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "lon
 
     @torch.jit.ignore
     def no_weight_decay(self):
-        return {"cls_token", "mask_token"}
+        return {"cls_token", "mask_token", "logit_scale"}
 
     # ------------------------------------------------------------------------------------------
     def _check(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,19 +282,53 @@ class LVMAE(nn.Module, StrictHubMixin, library_name="lvmae", tags=["video", "lon
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask_ratio: float = 0.5,
                 masking: str = "random", noise: torch.Tensor | None = None,
                 num_masked: torch.Tensor | float | None = None, mask: torch.Tensor | None = None,
-                cos_loss: bool = False):
+                cos_loss: bool = False, with_embedding: bool = False):
         """x: [B, L, D] padded, lengths: [B]. Returns ``loss, pred [B, L, D], mask [B, L]``
-        (mask True = hidden from the encoder). ``mask`` given explicitly overrides masking."""
+        (mask True = hidden from the encoder). ``mask`` given explicitly overrides masking.
+
+        ``with_embedding`` (contrastive objectives) returns ``loss, pred, mask, emb, scale``
+        from the same encoder pass: ``emb`` [B, text_dim] the L2-normalized text-space embedding
+        of the visible segments, ``scale`` the clamped ``exp(logit_scale)``; ``loss`` and ``pred``
+        are None without a decoder (``contrastive``), whose ratio may then be 0."""
         x, valid = self._check(x, lengths)
+        decode = has_decoder(self.objective)
+        if with_embedding and not has_text_head(self.objective):
+            raise ValueError(f"a model trained with objective {self.objective!r} has no text head")
+        if not (decode or with_embedding):
+            raise ValueError(f"a model of objective {self.objective!r} has no decoder; call it with_embedding=True")
         if mask is None:
-            mask = make_mask(x, valid.sum(1), mask_ratio, masking, noise)
+            mask = make_mask(x, valid.sum(1), mask_ratio, masking, noise, reconstruct=decode)
         else:
             mask = mask.to(device=x.device, dtype=torch.bool) & valid
         visible = valid & ~mask
-        latent, _ = self.forward_encoder(x, visible)
-        pred = self.forward_decoder(latent, visible, valid)
-        loss = self.forward_loss(x, pred, mask, num_masked, cos_loss)
-        return loss, pred, mask
+        latent, pad = self.forward_encoder(x, visible)
+        loss = pred = None
+        if decode:
+            pred = self.forward_decoder(latent, visible, valid)
+            loss = self.forward_loss(x, pred, mask, num_masked, cos_loss)
+        if not with_embedding:
+            return loss, pred, mask
+        return loss, pred, mask, self.project_text(latent, pad), self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+
+    def project_text(self, latent: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``[B, 1+K, E]`` (``[CLS]`` first; ``pad`` True = padding) -> the pooled,
+        projected, L2-normalized ``[B, text_dim]`` (pooling: mean of the segment tokens, or [CLS])."""
+        if self.pooling == "cls":
+            pooled = latent[:, 0]
+        else:
+            keep = (~pad[:, 1:]).to(latent.dtype)[..., None]
+            pooled = (latent[:, 1:] * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return F.normalize(self.text_proj(pooled).float(), dim=-1, eps=1e-12)
+
+    def text_space_embedding(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """Unmasked encoder -> ``[B, text_dim]`` L2-normalized (the checkpoint's pooling): the video
+        side of retrieval. ``x`` [B, L, D] padded, ``padding_mask`` [B, L] True = padding."""
+        if not has_text_head(self.objective):
+            raise ValueError(f"a model trained with objective {self.objective!r} has no text head")
+        lengths = (~padding_mask.to(torch.bool)).sum(1)
+        x, valid = self._check(x, lengths)
+        latent, pad = self.forward_encoder(x, valid)
+        return self.project_text(latent, pad)
 
     def forward_features(self, x: torch.Tensor, lengths: torch.Tensor):
         """Unmasked encoder output after the final norm: tokens [B, 1+L, E] (``[CLS]`` first,

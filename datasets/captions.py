@@ -108,7 +108,7 @@ def check_tower(encoder: str, dim: int | None, manifest: dict, store_name: str, 
     ``what`` names the text side (a tower's flags, a caption database)."""
     if encoder != manifest["encoder"]:
         raise CaptionError(f"{what} embeds text with encoder {encoder!r}, but the store {store_name} was made by "
-                           f"{manifest['encoder']!r}; captions must be embedded by the text tower paired with "
+                           f"{manifest['encoder']!r}; texts must be embedded by the text tower paired with "
                            "the store's video encoder")
     if dim is not None and int(dim) != int(manifest["dim"]):
         raise CaptionError(f"{what} gives {dim}-d text embeddings ({encoder!r}), but the store {store_name} "
@@ -127,38 +127,36 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
-def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dict, out: str | Path,
-                   store_name: str = "the store", batch_size: int = 256, chunk_size: int = 4096,
-                   source: str = "", overwrite: bool = False, progress: bool = True) -> dict:
-    """Embed the de-duplicated captions of ``table`` and write the database to ``out``.
+def existing_database(out: Path, digest: str, encoder: str, overwrite: bool, kind: str = "caption") -> dict | None:
+    """The meta of a complete database at ``out`` built from the same texts and tower (nothing to
+    do), else None; refuses to replace another database unless ``overwrite``."""
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("texts_sha256") == digest and meta.get("encoder") == encoder and not overwrite:
+        return meta
+    if not overwrite:
+        raise CaptionError(f"{out} already holds another {kind} database (other {kind}s or encoder); "
+                           "pass --overwrite to replace it")
+    meta_path.unlink()
+    return None
 
-    ``encode_text(list[str]) -> [N, D]`` is the text tower; ``encoder`` its manifest string.
-    Returns the meta dict. Resumes from committed chunks in ``out/parts``.
-    """
-    out = Path(out)
+
+def embed_texts(texts: list[str], encode_text, encoder: str, manifest: dict, out: Path, digest: str,
+                store_name: str = "the store", batch_size: int = 256, chunk_size: int = 4096,
+                progress: bool = True, kind: str = "caption") -> np.ndarray:
+    """``[len(texts), D]`` float32 L2-normalized embeddings of ``texts`` by the text tower
+    ``encode_text(list[str]) -> [N, D]`` (``encoder``: its manifest string), checked against the
+    store's space. Chunks of ``chunk_size`` are committed to ``out/parts`` (resumed on a rerun);
+    the caller removes ``parts`` once its database is written."""
     what = f"text tower {encoder!r}"
     check_tower(encoder, None, manifest, store_name, what)
-    texts = pd.unique(table["caption"]).tolist()
-    if not texts:
-        raise CaptionError(f"no caption left to embed from {source or 'the table'} "
-                           "(no row for a video of the store?)")
-    digest = texts_hash(texts)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("texts_sha256") == digest and meta.get("encoder") == encoder and not overwrite:
-            print(f"caption database {out} is complete ({meta['num_captions']} captions); nothing to do")
-            return meta
-        if not overwrite:
-            raise CaptionError(f"{out} already holds another caption database (other captions or encoder); "
-                               "pass --overwrite to replace it")
-        meta_path.unlink()
-
     parts = out / "parts"
     state = {"texts_sha256": digest, "encoder": encoder, "chunk_size": chunk_size}
     state_path = parts / "state.json"
     if parts.is_dir() and (not state_path.is_file() or json.loads(state_path.read_text()) != state):
-        shutil.rmtree(parts)  # chunks of another caption list / tower / chunking: not reusable
+        shutil.rmtree(parts)  # chunks of another text list / tower / chunking: not reusable
     parts.mkdir(parents=True, exist_ok=True)
     if not state_path.is_file():
         atomic_write_text(state_path, json.dumps(state) + "\n")
@@ -167,8 +165,8 @@ def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dic
     todo = [c for c in chunks if not (parts / f"part-{c // chunk_size:06d}.npy").is_file()]
     if len(todo) < len(chunks):
         print(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} chunks already embedded in {parts}")
-    bar = tqdm(total=sum(min(chunk_size, len(texts) - c) for c in todo), desc="embedding captions",
-               unit="caption", disable=None if progress else True)
+    bar = tqdm(total=sum(min(chunk_size, len(texts) - c) for c in todo), desc=f"embedding {kind}s",
+               unit=kind, disable=None if progress else True)
     for c in todo:
         chunk = texts[c:c + chunk_size]
         vecs = []
@@ -176,7 +174,7 @@ def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dic
             v = np.asarray(_to_numpy(encode_text(chunk[b:b + batch_size])), dtype=np.float32)
             if v.ndim != 2 or v.shape[0] != len(chunk[b:b + batch_size]):
                 raise CaptionError(f"text tower {encoder!r} returned shape {v.shape} for "
-                                   f"{len(chunk[b:b + batch_size])} captions")
+                                   f"{len(chunk[b:b + batch_size])} {kind}s")
             check_tower(encoder, v.shape[1], manifest, store_name, what)
             vecs.append(v)
             bar.update(len(v))
@@ -187,19 +185,42 @@ def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dic
     check_tower(encoder, emb.shape[1], manifest, store_name, what)
     if emb.shape[0] != len(texts) or not np.isfinite(emb).all():
         raise CaptionError(f"{parts}: the committed chunks hold {emb.shape[0]} finite rows for {len(texts)} "
-                           "captions; delete the directory and rerun")
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+                           f"{kind}s; delete the directory and rerun")
+    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def build_database(table: pd.DataFrame, encode_text, encoder: str, manifest: dict, out: str | Path,
+                   store_name: str = "the store", batch_size: int = 256, chunk_size: int = 4096,
+                   source: str = "", overwrite: bool = False, progress: bool = True) -> dict:
+    """Embed the de-duplicated captions of ``table`` and write the database to ``out``.
+
+    ``encode_text(list[str]) -> [N, D]`` is the text tower; ``encoder`` its manifest string.
+    Returns the meta dict. Resumes from committed chunks in ``out/parts``.
+    """
+    out = Path(out)
+    check_tower(encoder, None, manifest, store_name, f"text tower {encoder!r}")
+    texts = pd.unique(table["caption"]).tolist()
+    if not texts:
+        raise CaptionError(f"no caption left to embed from {source or 'the table'} "
+                           "(no row for a video of the store?)")
+    digest = texts_hash(texts)
+    meta = existing_database(out, digest, encoder, overwrite)
+    if meta is not None:
+        print(f"caption database {out} is complete ({meta['num_captions']} captions); nothing to do")
+        return meta
+    emb = embed_texts(texts, encode_text, encoder, manifest, out, digest, store_name=store_name,
+                      batch_size=batch_size, chunk_size=chunk_size, progress=progress)
     ids = pd.Series(np.arange(len(texts)), index=texts)
     segments = table.assign(caption_id=table["caption"].map(ids).to_numpy())[["video_id", "segment", "caption_id"]]
-    _save_npy(out / "embeddings.npy", emb.astype(np.float32))
+    _save_npy(out / "embeddings.npy", emb)
     atomic_write_text(out / "captions.csv", pd.DataFrame({"caption_id": ids.to_numpy(), "caption": texts})
                       .to_csv(index=False))
     atomic_write_text(out / "segments.csv", segments.to_csv(index=False))
     meta = {"format": FORMAT, "encoder": encoder, "dim": int(emb.shape[1]), "num_captions": len(texts),
             "num_rows": len(segments), "num_videos": int(segments["video_id"].nunique()),
             "texts_sha256": digest, "source": str(source)}
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(parts)
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(out / "parts")
     return meta
 
 

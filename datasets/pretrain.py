@@ -19,6 +19,13 @@ repetition: ``[a, b] * 3 = [a, b, a, b, a, b]``, the copies at positions after t
 their 8x tiling of videos under 2 segments can never run, since such a video always fails the
 first rule. The tiled window is capped at ``max_len``.
 
+Paired texts (the contrastive objectives; ``texts``: video id -> row of a text database). A
+video-level text pairs with the whole video: the window is all of it up to ``max_len`` segments
+(a longer video: a uniform random contiguous window of ``max_len``, so its text may describe
+segments outside the window -- a limitation), one-segment videos included; videos without a
+text are skipped (``num_without_text``); items carry their ``text`` row. ``short_videos`` and the
+random durations apply only without texts.
+
 Reproducibility. Every random number comes from ``np.random.default_rng([seed, 0, epoch,
 index])`` (validation: ``[seed, 1, index]``, fixed for the whole run): a pure function of
 (seed, epoch, sample index), never of the rank, the worker or hidden global state. So a resumed
@@ -77,7 +84,8 @@ class PretrainWindows(Dataset):
 
     def __init__(self, store: EmbeddingStore, video_ids=None, *, seed: int = 0, duration_min: float = 10.0,
                  duration_max: float = 1280.0, max_len: int = 256, short_videos: str = "drop",
-                 mask_ratio: float = 0.5, window_sampling: str = "duration"):
+                 mask_ratio: float = 0.5, window_sampling: str = "duration",
+                 texts: dict[str, int] | None = None):
         if not 0 < duration_min <= duration_max:
             raise ValueError(f"--duration_min {duration_min} / --duration_max {duration_max}: "
                              "need 0 < duration_min <= duration_max")
@@ -93,6 +101,13 @@ class PretrainWindows(Dataset):
         lengths = store.lengths(ids)
         # As the authors' loader computes it (Python floats), when asked.
         keep = lengths * (1.0 - mask_ratio) >= 1.0 if short_videos == "authors" else lengths >= 2
+        self.texts = texts
+        self.num_without_text = 0
+        if texts is not None:  # paired: every video with a text and a segment (module docstring)
+            has_text = np.fromiter((v in texts for v in ids), dtype=bool, count=len(ids))
+            self.num_without_text = int((~has_text).sum())
+            keep = has_text & (lengths >= 1)
+            short_videos = "drop"
         self.short_videos = short_videos
         self.num_skipped = int((~keep).sum())
         self.video_ids = [v for v, k in zip(ids, keep) if k]
@@ -127,6 +142,9 @@ class PretrainWindows(Dataset):
         mask noise)."""
         rng = self._rng(index, epoch)  # keyed by the draw, not the video: a video drawn twice gets two windows
         length = int(self.lengths[self.video_index(index, epoch)])
+        if self.texts is not None:  # the whole video, or a random window of max_len segments
+            n = min(length, self.max_len)
+            return rng, int(rng.integers(0, length - n + 1)), n
         if self.window_sampling == "segments":
             n = int(rng.integers(2, max(2, min(length, self.max_len)) + 1))
         else:
@@ -152,7 +170,10 @@ class PretrainWindows(Dataset):
         if self.repeats[video] > 1:
             x = np.tile(x, (int(self.repeats[video]), 1))[:self.max_len]
         noise = rng.random(len(x), dtype=np.float32)
-        return {"x": torch.from_numpy(x), "noise": torch.from_numpy(noise), "index": index, "video_id": vid}
+        item = {"x": torch.from_numpy(x), "noise": torch.from_numpy(noise), "index": index, "video_id": vid}
+        if self.texts is not None:
+            item["text"] = self.texts[vid]
+        return item
 
 
 class WeightedMix:
@@ -213,12 +234,16 @@ class WeightedMix:
 
 def collate_windows(items: list[dict]) -> dict:
     """Pad to the batch maximum: ``x`` [B, L, D] (zeros at padding), ``lengths`` [B],
-    ``noise`` [B, L], ``index`` [B], ``video_id`` list of B strings."""
-    return {"x": pad_sequence([it["x"] for it in items], batch_first=True),
+    ``noise`` [B, L], ``index`` [B], ``video_id`` list of B strings (and ``text`` [B] when the
+    items have a text row)."""
+    batch = {"x": pad_sequence([it["x"] for it in items], batch_first=True),
             "lengths": torch.tensor([len(it["x"]) for it in items], dtype=torch.long),
             "noise": pad_sequence([it["noise"] for it in items], batch_first=True),
             "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
             "video_id": [it["video_id"] for it in items]}
+    if items and "text" in items[0]:
+        batch["text"] = torch.tensor([it["text"] for it in items], dtype=torch.long)
+    return batch
 
 
 class StepBatchSampler(Sampler):

@@ -28,6 +28,19 @@ inferring the grammar from the other transitions of the video. ``pace`` is
 also invisible to a mean (only the rate of scene changes tells it). ``style`` is the control a
 mean pool solves.
 
+**Texts** (for the contrastive objective and the retrieval / QA evaluations; docs/contrastive.md).
+A video's *description* names the scenes of its first ``DESCRIPTION_SHOTS`` (3) shots in order,
+by their short scene names: ``"beach, then car chase, then hospital"`` (fewer for a video of
+fewer shots). Under a grammar's cycle the order of the scenes identifies the grammar and its
+direction, so an order-blind model cannot tell a description from the one of the same scenes in
+another order. Its *order question* (videos of at least 3 shots) offers the true description
+and ``ORDER_OPTIONS - 1`` descriptions of the same scenes in other orders, drawn, with the
+options' order, from a random stream of their own ``(seed, 2)``: the texts use no draw of the
+other streams, so every other output is byte for byte what it is without them. Scene names are
+built in for the built-in captions; with ``--scene_captions`` a scene's name is its caption.
+A short name keeps a description well under every tower's text length (the tiny CLIP of
+``preprocessing.make_tiny_encoder`` spends one token per character: ~40 of its 77 tokens).
+
 ``--extra_videos N`` adds N labelled videos of the same process drawn from their own random
 stream ``(seed, 1)`` after everything else, split by ``--extra_fractions``, so the rest of the
 output (pretraining store, the first ``--num_videos`` videos and their splits) is byte for byte
@@ -39,6 +52,10 @@ Outputs in ``--out``:
   ``benchmark/`` store of labelled videos (for the probes)
   ``tasks/tasks.json``, ``tasks/<task>/{train,val,test}.csv`` (``video_id,label``)
   ``captions.csv`` (``video_id,segment,caption``: the scene caption of every segment of both stores)
+  ``texts.csv`` (``video_id,text``: the description of every video of both stores)
+  ``order_questions.csv`` (``video_id,question_id,option,text,correct``: one row per option of
+  each benchmark video's order question; ``question_id`` = ``<video_id>-order``, ``option``
+  0-based, ``correct`` 1 for the true description and 0 otherwise, one correct row per question)
   ``prototypes.npy``, ``grammars.npy`` (successor table ``[C, K]``), ``scene_captions.txt``,
   ``latents.csv`` (every video's latents, for analysis).
 
@@ -87,6 +104,39 @@ SCENE_CAPTIONS = [
     "a scientist works in a laboratory", "a cowboy rides into a desert town",
     "people dance at a crowded party", "a plane lands on a runway at dawn",
 ]
+# Short names of the built-in scenes, for the descriptions (same order as SCENE_CAPTIONS).
+SCENE_NAMES = [
+    "beach", "kitchen quarrel", "car chase", "letter", "battlefield", "family dinner", "detective",
+    "football", "ballroom", "spaceship", "horse", "stadium", "hospital", "stormy sea", "piano bar",
+    "interrogation", "night forest", "campfire", "blackboard", "explosion", "restaurant", "snowy train",
+    "rooftop fight", "bicycle", "courtroom", "concert", "pigeons", "rain kiss", "laboratory", "desert town",
+    "party", "runway",
+]
+DESCRIPTION_SHOTS = 3
+ORDER_OPTIONS = 5  # the true description + 4 other orders (3 shots: 5 other orders exist)
+TEXT_STREAM = 2    # np.random.default_rng([seed, TEXT_STREAM]): the order questions' own stream
+
+
+def shot_scenes(scenes: np.ndarray) -> np.ndarray:
+    """Scene of each shot, in order (consecutive shots never share a scene under a K-cycle, K >= 3)."""
+    change = np.flatnonzero(np.diff(scenes)) + 1
+    return scenes[np.concatenate([[0], change])]
+
+
+def describe(names: list[str]) -> str:
+    """``"beach, then car chase, then hospital"``."""
+    return ", then ".join(names)
+
+
+def order_question(rng: np.random.Generator, names: list[str]) -> list[tuple[str, int]]:
+    """``[(text, correct)]``: the true order and ``ORDER_OPTIONS - 1`` other orders of ``names``
+    (distinct texts), shuffled by ``rng``."""
+    from itertools import permutations
+    true = describe(names)
+    others = sorted({describe(list(p)) for p in permutations(names)} - {true})
+    pick = [others[i] for i in rng.permutation(len(others))[:ORDER_OPTIONS - 1]]
+    options = [(true, 1)] + [(t, 0) for t in pick]
+    return [options[i] for i in rng.permutation(len(options))]
 
 
 def get_args_parser():
@@ -233,6 +283,9 @@ def build(args) -> dict:
                     for k in range(len(protos))]
     if len(captions) != len(protos):
         raise SystemExit(f"--scene_captions has {len(captions)} captions for {len(protos)} prototypes")
+    names = captions if args.scene_captions else \
+        [SCENE_NAMES[k % len(SCENE_NAMES)] + ("" if k < len(SCENE_NAMES) else f" {k // len(SCENE_NAMES) + 1}")
+         for k in range(len(protos))]
     if min_distance(protos / np.linalg.norm(protos, axis=1, keepdims=True)) < 1e-6:
         raise SystemExit("two scene prototypes coincide; the scenes would be indistinguishable")
     K, D = protos.shape
@@ -276,7 +329,8 @@ def build(args) -> dict:
                              normalized=True, generator="datasets.synthetic", seed=args.seed)
     writers = {"benchmark": StoreWriter(out / "benchmark", "synthetic", manifest),
                "pretrain": StoreWriter(out / "pretrain", "synthetic", manifest)}
-    caption_rows = []
+    caption_rows, text_rows, question_rows = [], [], []
+    trng = np.random.default_rng([args.seed, TEXT_STREAM])  # the order questions' own stream
     videos = [(r, rng) for r in latents.itertuples(index=False)] + [(r, xrng) for r in extra.itertuples(index=False)]
     for r, stream in tqdm(videos, desc="synthetic videos", unit="video", disable=None):
         x, scenes = gen.video(stream, r.num_segments, r.grammar, r.style, r.pace)
@@ -284,6 +338,11 @@ def build(args) -> dict:
         writer.add(r.video_id, x, r.duration_s, source=f"synthetic://{r.kind}/{r.video_id}")
         caption_rows.append(pd.DataFrame({"video_id": r.video_id, "segment": np.arange(r.num_segments),
                                           "caption": np.asarray(captions, dtype=object)[scenes]}))
+        shot_names = [names[k] for k in shot_scenes(scenes)[:DESCRIPTION_SHOTS]]
+        text_rows.append((r.video_id, describe(shot_names)))
+        if r.kind == "benchmark" and len(shot_names) == DESCRIPTION_SHOTS:
+            question_rows += [(r.video_id, f"{r.video_id}-order", o, t, c)
+                              for o, (t, c) in enumerate(order_question(trng, shot_names))]
     for w in writers.values():
         w.commit()
 
@@ -322,6 +381,9 @@ def build(args) -> dict:
     atomic_write_text(out / "tasks" / "tasks.json", json.dumps(tasks_json, indent=2) + "\n")
     atomic_write_text(out / "captions.csv", pd.concat(caption_rows, ignore_index=True).to_csv(index=False))
     atomic_write_text(out / "scene_captions.txt", "\n".join(captions) + "\n")
+    atomic_write_text(out / "texts.csv", pd.DataFrame(text_rows, columns=["video_id", "text"]).to_csv(index=False))
+    atomic_write_text(out / "order_questions.csv", pd.DataFrame(
+        question_rows, columns=["video_id", "question_id", "option", "text", "correct"]).to_csv(index=False))
     table = pd.concat([latents, extra], ignore_index=True) if len(extra) else latents
     split_of = dict(zip(bench.video_id, split))
     atomic_write_text(out / "latents.csv", table.assign(split=table.video_id.map(split_of).fillna("pretrain"))

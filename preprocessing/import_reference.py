@@ -217,7 +217,8 @@ def convert_state_dict(state: dict, args: dict) -> tuple[dict, dict]:
                   decoder_num_heads=int(args.get("decoder_num_heads", 16)),
                   mlp_ratio=out["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
                   max_len=int(args.get("num_patches") or (pos.shape[1] - 1 if pos is not None else 256)),
-                  input_dim=out["decoder_pred.weight"].shape[0], input_scale="none")
+                  input_dim=out["decoder_pred.weight"].shape[0], input_scale="none", objective="mae", text_dim=None,
+                  pooling="mean")
     return out, config
 
 
@@ -272,7 +273,7 @@ def import_checkpoint(path, out, encoder: str = DEFAULT_ENCODER) -> dict:
     except RuntimeError as e:
         raise ReferenceFormatError(f"{path}: weights do not fit LVMAE({config}): {str(e).splitlines()[0]} "
                            f"{str(e).splitlines()[1][:300] if len(str(e).splitlines()) > 1 else ''}") from None
-    converted = {"format_version": FORMAT_VERSION, "model": state, "model_config": config,
+    converted = {"format_version": FORMAT_VERSION, "model": state, "model_config": config, "objective": "mae",
                  "epoch": int(ckpt.get("epoch", -1)), "args": _plain(args),
                  "data": {"encoder": encoder, "dim": config["input_dim"], "normalized": False,
                           "profile": AUTHORS_PROFILE},

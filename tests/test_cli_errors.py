@@ -27,12 +27,14 @@ import torch
 
 import engine_probe
 import export_pretrained
+import eval_mcqa
+import eval_retrieval
 import extract_features
 import interpret
 import main_pretrain
 import reproduce_tables
 import sweep_probes
-from datasets import captions, synthetic
+from datasets import captions, questions, synthetic, texts, youcook2
 from datasets.store import EmbeddingStore, StoreWriter, make_manifest
 from models_lvmae import LVMAE
 from pretrain_fixtures import TINY_MODEL, write_store
@@ -65,6 +67,23 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     captiondb = root / "captiondb"
     captions.build_database(table, lambda texts: rng.standard_normal((len(texts), 16)), manifest["encoder"],
                             manifest, captiondb, progress=False)
+    text_table = pd.DataFrame({"video_id": EmbeddingStore(store).video_ids, "text": "a text"})
+    textdb, other_textdb, ghost_textdb = root / "textdb", root / "other_textdb", root / "ghost_textdb"
+    tower = lambda t: rng.standard_normal((len(t), 16))  # noqa: E731
+    texts.build_text_database(text_table, tower, manifest["encoder"], manifest, textdb, progress=False)
+    texts.build_text_database(text_table, tower, "other:enc", {**manifest, "encoder": "other:enc"}, other_textdb,
+                              progress=False)
+    texts.build_text_database(text_table.assign(video_id="ghost" + text_table.video_id), tower, manifest["encoder"],
+                              manifest, ghost_textdb, progress=False)
+    dup_texts, cols_texts = root / "dup_texts.csv", root / "cols_texts.csv"
+    dup_texts.write_text("video_id,text\nsyn000000,a\nsyn000000,b\n")
+    cols_texts.write_text("video,caption\nsyn000000,a\n")
+    torch.manual_seed(0)
+    contrastive = LVMAE(embed_dim=16, depth=1, num_heads=2, max_len=MAX_LEN, input_dim=16, objective="contrastive",
+                        text_dim=16)
+    contrastive_ckpt = root / "contrastive.pth"
+    save_checkpoint({"model": contrastive.state_dict(), "model_config": contrastive.config, "epoch": 0, "args": {},
+                     "data": {"encoder": manifest["encoder"], "dim": 16, "normalized": True}}, contrastive_ckpt)
     bad_db = root / "corrupt_captiondb"  # embeddings of random bytes
     shutil.copytree(captiondb, bad_db)
     (bad_db / "embeddings.npy").write_bytes(np.random.default_rng(4).bytes(1000))
@@ -101,6 +120,12 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     weighted_list.write_text(f"{store} -2\n")
     bare_export = root / "bare_export"  # a Hub-format directory whose config.json lacks the data's encoder
     model.save_pretrained(bare_export)
+    questiondb = root / "questiondb"
+    qtable = questions.read_questions(corpus / "order_questions.csv")
+    texts.build_text_database(questions.option_texts(qtable), lambda t: rng.standard_normal((len(t), 16)),
+                              manifest["encoder"], manifest, questiondb, progress=False)
+    (questiondb / "questions.csv").write_text(qtable.to_csv(index=False))
+    (root / "torn.json").write_text('{"database": {"v": ')
 
     bad_results = root / "bad_results"
     bad_results.mkdir()
@@ -108,7 +133,10 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, corpus=corpus, store=store, tasks=corpus / "tasks", ckpt=ckpt,
                            captiondb=captiondb, bad_db=bad_db, junk=junk, not_a_model=not_a_model, empty=empty, corrupt=corrupt,
                            truncated_times=timed, nan=nan, bad_results=bad_results, missing=root / "nowhere",
-                           no_data=no_data, bare_export=bare_export, weighted_list=weighted_list)
+                           no_data=no_data, bare_export=bare_export, weighted_list=weighted_list,
+                           textdb=textdb, other_textdb=other_textdb, ghost_textdb=ghost_textdb, dup_texts=dup_texts,
+                           cols_texts=cols_texts, contrastive_ckpt=contrastive_ckpt,
+                           questiondb=questiondb, torn=root / "torn.json")
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,15 @@ def pretrain_argv(fx, out, store=None, *extra):
              "--batch_size", 4, "--num_workers", 0, "--no_progress", "--device", "cpu", *extra)
 
 
+def contrastive_argv(fx, out, *extra, db=None):
+    return pretrain_argv(fx, out, None, "--objective", "contrastive", "--texts", db or fx.textdb, *extra)
+
+
+def texts_argv(fx, out, table, *extra):
+    return s("--texts", table, "--data_path", fx.store, "--encoder", "clip", "--checkpoint", fx.not_a_model,
+             "--output_dir", out, *extra)
+
+
 def probe_argv(fx, out, *extra):
     return s("--dataset", "synthetic", "--annotations", fx.tasks, "--task", "grammar", "--data_path", fx.store,
              "--backbone", "none", "--epochs", 1, "--output_dir", out, "--device", "cpu", *extra)
@@ -155,6 +192,20 @@ def sweep_argv(fx, out, *extra):
 
 def videos_argv(fx, out, *extra):
     return s("--videos", fx.root, "--checkpoint", fx.ckpt, "--output_dir", out, "--device", "cpu", *extra)
+
+
+def retrieval_argv(fx, out, *extra, texts=None):
+    return s("--data_path", fx.store, "--texts", texts or fx.textdb, "--splits", fx.corpus / "latents.csv",
+             "--output_dir", out, "--device", "cpu", *extra)
+
+
+def mcqa_argv(fx, out, *extra, questions=None):
+    return s("--data_path", fx.store, "--questions", questions or fx.questiondb, "--output_dir", out,
+             "--device", "cpu", *extra)
+
+
+def tower_argv(fx, out, *extra):
+    return s("--data_path", fx.store, "--encoder", "clip", "--checkpoint", fx.not_a_model, "--output_dir", out, *extra)
 
 
 def ap(argv):
@@ -266,7 +317,7 @@ ROWS = [
     Row("pretrain: missing store", main_pretrain.main, lambda fx, out: pretrain_argv(fx, out, fx.missing),
         r"nowhere does not exist"),
     Row("pretrain: --mask_ratio 1", main_pretrain.main,
-        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \(0, 1\)"),
+        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "1"), r"--mask_ratio: must be in \[0, 1\)"),
     Row("pretrain: --window_sampling frames", main_pretrain.main,
         lambda fx, out: pretrain_argv(fx, out, None, "--window_sampling", "frames"),
         r"--window_sampling: invalid choice: 'frames'"),
@@ -318,6 +369,102 @@ ROWS = [
     Row("extract_features: a weighted --data_path", extract_features.main,
         lambda fx, out: features_argv(fx, out, f"{fx.store}:2"), r"--data_path .*benchmark:2: store weights .* apply to "
         r"pretraining"),
+    # --- the contrastive objectives (docs/contrastive.md) ------------------------------------------
+    Row("pretrain: --mask_ratio 0 with --objective mae", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--mask_ratio", "0"),
+        r"--mask_ratio 0.0: --objective mae reconstructs masked segments and needs a ratio in \(0, 1\)"),
+    Row("pretrain: --objective nope", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--objective", "nope"), r"--objective: invalid choice: 'nope'"),
+    Row("pretrain: --pooling nope", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--pooling", "nope"), r"--pooling: invalid choice: 'nope'"),
+    Row("pretrain: --objective contrastive without --texts", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--objective", "contrastive"),
+        r"--objective contrastive needs --texts"),
+    Row("pretrain: --texts with --objective mae", main_pretrain.main,
+        lambda fx, out: pretrain_argv(fx, out, None, "--texts", fx.textdb),
+        r"--texts pairs videos with texts .*--objective mae does not use it"),
+    Row("pretrain: global micro-batch of one pair", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--batch_size", "1"),
+        r"--batch_size 1 x world size 1 gives 1 pair per micro-batch: InfoNCE needs at least 2"),
+    Row("pretrain: --contrastive_weight without mae+contrastive", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--contrastive_weight", "2"),
+        r"--contrastive_weight weighs the InfoNCE of --objective mae\+contrastive, not of --objective contrastive"),
+    Row("pretrain: --contrastive_weight 0", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--objective", "mae+contrastive", "--contrastive_weight", "0"),
+        r"--contrastive_weight.*got 0"),
+    Row("pretrain: --train_last_k -1", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--train_last_k", "-1"), r"--train_last_k.*got -1"),
+    Row("pretrain: --train_last_k above --depth", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--train_last_k", "3"),
+        r"--train_last_k 3 exceeds the encoder's 1 blocks \(--depth\)"),
+    Row("pretrain: --texts missing", main_pretrain.main, lambda fx, out: contrastive_argv(fx, out, db=fx.missing),
+        r"nowhere/meta\.json is missing: .*nowhere is not a text database"),
+    Row("pretrain: --texts of another encoder", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, db=fx.other_textdb),
+        r"other_textdb embeds text with encoder 'other:enc', but the store .*benchmark was made by 'synthetic:seed0'"),
+    Row("pretrain: --texts for no video of the store", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, db=fx.ghost_textdb),
+        r"--texts .*ghost_textdb has a text for none of the training videos"),
+    Row("pretrain: --init missing", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--init", fx.missing), r"checkpoint .*nowhere does not exist"),
+    Row("pretrain: --init with another --depth", main_pretrain.main,
+        lambda fx, out: contrastive_argv(fx, out, "--init", fx.ckpt, "--depth", "2"),
+        r"--depth 2 but --init .*checkpoint-last\.pth has depth 1; drop --depth"),
+    Row("interpret: a contrastive-only checkpoint", interpret.main,
+        lambda fx, out: interpret_argv(fx, out, None, fx.contrastive_ckpt),
+        r"contrastive\.pth was trained with --objective contrastive: it has no decoder"),
+    Row("texts: missing text table", texts.main, lambda fx, out: texts_argv(fx, out, fx.missing),
+        r"text table .*nowhere does not exist"),
+    Row("texts: table without video_id, text", texts.main, lambda fx, out: texts_argv(fx, out, fx.cols_texts),
+        r"cols_texts\.csv needs columns video_id, text"),
+    Row("texts: two texts for one video", texts.main, lambda fx, out: texts_argv(fx, out, fx.dup_texts),
+        r"dup_texts\.csv: id 'syn000000' has several different texts"),
+    Row("texts: --batch_size 0", texts.main,
+        lambda fx, out: texts_argv(fx, out, fx.dup_texts, "--batch_size", "0"), r"--batch_size.*got 0"),
+    Row("texts: --output_dir is a file", texts.main, lambda fx, out: texts_argv(fx, out, fx.dup_texts),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    # --- retrieval and zero-shot QA --------------------------------------------------------------
+    Row("eval_retrieval: --texts not a text database", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, texts=fx.missing), r"nowhere/meta\.json is missing.*not a text database"),
+    Row("eval_retrieval: --splits missing", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--splits", fx.missing), r"split table .*nowhere does not exist"),
+    Row("eval_retrieval: --backbone lvmae without --checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae"), r"--backbone lvmae needs --checkpoint"),
+    Row("eval_retrieval: --head projection of an MAE checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.ckpt, "--head", "projection"),
+        r"--head projection: .*objective 'mae' and has no text projection"),
+    Row("eval_retrieval: random-bytes checkpoint", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.junk),
+        r"junk\.pth is not a checkpoint"),
+    Row("eval_retrieval: --ridge_lambdas 0", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--ridge_lambdas", "0"), r"--ridge_lambdas.*got 0"),
+    Row("eval_retrieval: --device nope", eval_retrieval.main,
+        lambda fx, out: retrieval_argv(fx, out, "--device", "nope"), r"--device nope is not a device"),
+    Row("eval_retrieval: --output_dir is a file", eval_retrieval.main, lambda fx, out: retrieval_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("eval_mcqa: --questions a text database without questions.csv", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, questions=fx.textdb), r"textdb/questions\.csv is missing"),
+    Row("eval_mcqa: --with_question on option-only questions", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, "--with_question"), r"--with_question: .*have no question text"),
+    Row("eval_mcqa: ridge head without --ridge_texts", eval_mcqa.main,
+        lambda fx, out: mcqa_argv(fx, out, "--backbone", "lvmae", "--checkpoint", fx.ckpt),
+        r"--head ridge needs --ridge_texts"),
+    Row("eval_mcqa: --output_dir is a file", eval_mcqa.main, lambda fx, out: mcqa_argv(fx, out),
+        r"--output_dir: .*out is a file", out_is_file=True),
+    Row("youcook2: missing annotation file", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.missing), r"YouCook2 annotation file .*nowhere"),
+    Row("youcook2: torn annotation JSON", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.torn), r"torn\.json line 1 column \d+: not valid JSON"),
+    Row("youcook2: --val_fraction 1", youcook2.main,
+        lambda fx, out: tower_argv(fx, out, "--annotations", fx.torn, "--val_fraction", "1"), r"--val_fraction.*1"),
+    Row("questions: missing question table", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.missing), r"question table .*nowhere does not exist"),
+    Row("questions: torn EgoSchema questions.json", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.torn, "--answers", fx.missing),
+        r"torn\.json line 1"),
+    Row("questions: --answers with a question table", questions.main,
+        lambda fx, out: tower_argv(fx, out, "--questions", fx.corpus / "order_questions.csv", "--answers", fx.torn),
+        r"--answers goes with EgoSchema's questions\.json"),
     # --- test tools ------------------------------------------------------------------------------
     Row("synthetic_videos: --seconds 0", synthetic_videos.main, lambda fx, out: s("--out", out, "--seconds", "0"),
         r"--seconds.*got 0"),

@@ -1,8 +1,10 @@
 """torchrun (2 processes, gloo, with gradient accumulation) equals one process on the same global
 batch: same items per optimizer step, the loss normalized by a count of the whole step or epoch
-(never of one rank), DDP's mean undone. Both `--loss_norm epoch` and `step`; the `step` run also
+(never of one rank), DDP's mean undone. Both `--loss_norm epoch` and `step`; a `step` run
 pretrains on a weighted mix of two stores (--data_path A:3 B:1), whose draws are the same on
-every rank."""
+every rank, and another trains `--objective mae+contrastive`, whose InfoNCE takes its negatives
+from both ranks (features gathered with their gradients): it equals one process on the doubled
+micro-batch."""
 import json
 import os
 import subprocess
@@ -10,18 +12,33 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import main_pretrain
+from datasets.store import EmbeddingStore
+from datasets.texts import build_text_database
 from pretrain_fixtures import TINY_MODEL, assert_optimizer_close, assert_params_close, write_store
 from util.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def text_database(store, out, dim=8):
+    """Texts for every video (a few shared) embedded by a seeded random 'tower'."""
+    manifest = EmbeddingStore(store).manifest
+    ids = EmbeddingStore(store).video_ids
+    table = pd.DataFrame({"video_id": ids, "text": [f"text {i % 30}" for i in range(len(ids))]})
+    vecs = {t: np.random.default_rng(int(t.split()[1])).standard_normal(dim) for t in table["text"]}
+    build_text_database(table, lambda ts: np.stack([vecs[t] for t in ts]), manifest["encoder"], manifest, out,
+                        progress=False)
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_norm,mix", [("epoch", False), ("step", True)])
-def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm, mix):
+@pytest.mark.parametrize("loss_norm,objective,mix", [("epoch", "mae", False), ("step", "mae", True),
+                                                     ("step", "mae+contrastive", False)])
+def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm, objective, mix):
     store = write_store(tmp_path / "store", [int(n) for n in np.random.default_rng(5).integers(1, 60, size=40)])
     data = [str(store)]
     if mix:
@@ -30,8 +47,14 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm, mix):
         data = [f"{small}:3", f"{store}:1"]
     common = ["--data_path", *data, *TINY_MODEL, "--epochs", "2", "--warmup_epochs", "1", "--blr", "5e-2",
               "--num_workers", "0", "--no_progress", "--duration_max", "200", "--val_fraction", "0.2",
-              "--loss_norm", loss_norm]
-    single = main_pretrain.main(common + ["--output_dir", str(tmp_path / "single"), "--batch_size", "8"])
+              "--loss_norm", loss_norm, "--objective", objective]
+    if objective != "mae":
+        common += ["--texts", str(text_database(store, tmp_path / "texts")), "--contrastive_weight", "0.5"]
+        # negatives are those of one micro-batch x world: one process on the doubled micro-batch
+        single_batch = ["--batch_size", "4", "--accum_iter", "2"]
+    else:
+        single_batch = ["--batch_size", "8"]
+    single = main_pretrain.main(common + ["--output_dir", str(tmp_path / "single"), *single_batch])
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main_pretrain.py",
@@ -52,3 +75,7 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, loss_norm, mix):
         assert b.get("mix_share") == a.get("mix_share")
         if mix:
             assert b["mix_share"][str(small)] > 0.5  # 8 of 48 videos, drawn with probability 3/4
+        if objective != "mae":
+            assert b["train_contrastive"] == pytest.approx(a["train_contrastive"], rel=1e-5)
+            assert b["logit_scale"] == pytest.approx(a["logit_scale"], rel=1e-6)
+            assert b["val_t2v_r1"] == a["val_t2v_r1"]

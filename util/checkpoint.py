@@ -6,7 +6,9 @@ through the same ``load_checkpoint`` / ``load_pretrained`` as training checkpoin
 
 Contents (README "Formats", which has the full key table): ``{"format_version", "model",
 "optimizer", "scaler", "epoch", "args", "model_config", "data": {"encoder", "dim",
-"normalized", "profile"}, "rng"}``.
+"normalized", "profile"}, "rng"}``; ``model_config`` holds ``objective`` / ``text_dim`` / ``pooling``
+(version 2) and the weights the text head ``text_proj`` / ``logit_scale`` when the objective has
+one; a contrastive run's ``data`` also names its text database (``texts``).
 
 Versions. ``FORMAT_VERSION`` is written into every checkpoint. ``load_checkpoint`` reads every
 version from 0 (files written before the key existed) to ``FORMAT_VERSION`` and upgrades them in
@@ -34,7 +36,7 @@ from util.cli import UserError
 # Not part of the compatibility check: positions are recomputed, so a longer max_len is fine.
 IGNORED_CONFIG_KEYS = ("max_len",)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # What a key that an old file lacks means.
 LEGACY_INPUT_SCALE = "sqrt_dim"  # every checkpoint written before model_config recorded it
 LEGACY_PROFILE = "legacy"        # stores (and so checkpoints) made before preprocessing profiles
@@ -50,8 +52,17 @@ def _upgrade_0_to_1(ckpt: dict) -> None:
         ckpt["data"].setdefault("profile", LEGACY_PROFILE)
 
 
+def _upgrade_1_to_2(ckpt: dict) -> None:
+    """Version 1: written before the contrastive objectives; every such checkpoint is an LV-MAE
+    (``objective`` "mae", no text head, ``pooling`` "mean" unused)."""
+    ckpt["model_config"] = {**ckpt["model_config"]}
+    for key, value in (("objective", "mae"), ("text_dim", None), ("pooling", "mean")):
+        ckpt["model_config"].setdefault(key, value)
+    ckpt.setdefault("objective", ckpt["model_config"]["objective"])
+
+
 # version v -> the function turning a checkpoint of version v into version v + 1 (in place)
-UPGRADES = {0: _upgrade_0_to_1}
+UPGRADES = {0: _upgrade_0_to_1, 1: _upgrade_1_to_2}
 
 
 class CheckpointError(UserError, ValueError):

@@ -78,3 +78,34 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """``[world x N, ...]``: every rank's ``t`` concatenated in rank order, differentiable
+    (``torch.distributed.nn.functional.all_gather``: its backward sends each rank the sum of the
+    gradients all ranks computed for its rows; on gloo through scatters). Every rank computes the
+    same global loss, so the gradient of its rows is ``world x`` theirs and DDP's average over
+    ranks gives exactly the gradient of the global loss (one process on the whole batch), for
+    the features and for parameters used outside them (the temperature). All ranks must pass
+    the same shape (the sampler gives every rank micro-batches of one size). Identity in one
+    process."""
+    if world_size() == 1:
+        return t
+    import torch.distributed.nn.functional as dist_nn
+    return torch.cat(dist_nn.all_gather(t.contiguous()))
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (first dims may differ) concatenated in rank order, no gradient."""
+    world = world_size()
+    if world == 1:
+        return t
+    size = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[:t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)])

@@ -71,19 +71,35 @@ def read_results(path: str | Path) -> pd.DataFrame:
     return df.reindex(columns=COLUMNS, fill_value="")
 
 
-def write_row(path: str | Path, row: dict) -> None:
-    """Insert or replace the row ``(row['run_id'], row['seed'])`` of ``path``."""
+def read_table(path: str | Path, columns: list[str], key=("run_id",)) -> pd.DataFrame:
+    """Another results table of ``columns`` (e.g. ``engine_retrieval``'s), keyed by ``key``; all
+    cells read as strings, missing columns as empty."""
     path = Path(path)
-    unknown = set(row) - set(COLUMNS)
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    df = read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    if not set(key) <= set(df.columns):
+        raise ResultsError(f"{path} is not a results table of this kind: it lacks the columns {list(key)}")
+    return df.reindex(columns=columns, fill_value="")
+
+
+def write_row(path: str | Path, row: dict, columns: list[str] = COLUMNS, key=("run_id", "seed")) -> None:
+    """Insert or replace the row of ``path`` whose ``key`` columns equal ``row``'s (default: the
+    probes' ``(run_id, seed)``; other tables pass their ``columns`` and ``key``)."""
+    path = Path(path)
+    unknown = set(row) - set(columns)
     if unknown:
         raise ValueError(f"unknown results columns {sorted(unknown)}")
     with _locked(path):
-        df = read_results(path)
+        df = read_results(path) if columns is COLUMNS else read_table(path, columns, key)
         if len(df):
-            df = df[~((df.run_id.astype(str) == str(row["run_id"])) & (df.seed.astype(int) == int(row["seed"])))]
-        new = pd.DataFrame([{c: row.get(c, "") for c in COLUMNS}])
+            same = np.ones(len(df), dtype=bool)
+            for k in key:
+                same &= (df[k].astype(str) == str(row[k])).to_numpy()
+            df = df[~same]
+        new = pd.DataFrame([{c: row.get(c, "") for c in columns}])
         df = new if not len(df) else pd.concat([df, new], ignore_index=True)
-        atomic_write_text(path, df[COLUMNS].to_csv(index=False))
+        atomic_write_text(path, df[columns].to_csv(index=False))
 
 
 def has_row(path: str | Path, run_id: str, seed: int) -> bool:
