@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from util.cli import ArgumentParser, UserError, output_dir, positive_int, run_cli
+from util.cli import (DEVICE_HELP, ArgumentParser, UserError, output_dir, positive_int, resolve_device_flag,
+                      run_cli)
 from util.io import atomic_write_text
 
 COLUMNS = ["question_id", "video_id", "option", "text", "correct", "question"]
@@ -117,7 +118,7 @@ def get_args_parser():
     p.add_argument("--encoder", required=True, help="text tower backend (the store's encoder)")
     p.add_argument("--checkpoint", required=True, help="local directory of that encoder")
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="auto", help="device of the text tower: auto (CUDA if available), cpu, cuda ...")
+    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
     return p
 
 
@@ -144,8 +145,7 @@ def main(argv=None):
     from preprocessing.encoders import build_encoder
     from datasets.texts import build_text_database
     from datasets.youcook2 import count_truncated
-    from util.dist import resolve_device
-    tower = build_encoder(args.encoder, args.checkpoint, str(resolve_device(args.device)))
+    tower = build_encoder(args.encoder, args.checkpoint, resolve_device_flag(args))
     texts = option_texts(table)
     counts.update(count_truncated(texts.assign(kind=np.where(texts.id.str.endswith("+q"), "question_option",
                                                             "option")), tower))

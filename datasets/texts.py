@@ -35,7 +35,7 @@ import pandas as pd
 from datasets.captions import (CaptionError, _save_npy, check_tower, embed_texts, existing_database,
                                texts_hash)
 from datasets.store import EmbeddingStore
-from util.cli import ArgumentParser, output_dir, positive_int, run_cli
+from util.cli import DEVICE_HELP, ArgumentParser, output_dir, positive_int, resolve_device_flag, run_cli
 from util.io import atomic_write_text
 
 FORMAT = "lvmae-texts/1"
@@ -225,7 +225,7 @@ def get_args_parser():
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
     p.add_argument("--chunk_size", type=positive_int, default=4096,
                    help="texts per committed chunk (the unit a rerun resumes from)")
-    p.add_argument("--device", default="cpu", help="device of the text tower")
+    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
     return p
 
@@ -242,7 +242,7 @@ def main(argv=None):
           + (f"; {len(unknown)} ids are not videos of the store (listed in {Path(args.output_dir) / UNKNOWN_IDS})"
              if unknown else ""))
     from preprocessing.encoders import build_encoder  # imports transformers: only when embedding
-    tower = build_encoder(args.encoder, args.checkpoint, args.device)
+    tower = build_encoder(args.encoder, args.checkpoint, resolve_device_flag(args))
     if not tower.has_text:
         raise TextError(f"--encoder {args.encoder} ({tower.name}) has no text tower to embed texts with")
     check_tower(tower.name, tower.dim, store.manifest, store_name, f"--encoder {args.encoder} --checkpoint "

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from util.cli import ArgumentParser, UserError, fraction, output_dir, positive_int, run_cli
+from util.cli import (DEVICE_HELP, ArgumentParser, UserError, fraction, output_dir, positive_int,
+                      resolve_device_flag, run_cli)
 from util.io import atomic_write_text
 
 SPLIT_OF_SUBSET = {"training": "train", "validation": "test"}
@@ -199,7 +200,7 @@ def get_args_parser():
                    help="share of the training videos held out as val (ridge selection)")
     p.add_argument("--split_seed", type=int, default=0, help="seed of the val split")
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="auto", help="device of the text tower: auto (CUDA if available), cpu, cuda ...")
+    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
     return p
 
@@ -217,8 +218,7 @@ def main(argv=None):
                             f"{', '.join(map(str, store.roots))}")
     from preprocessing.encoders import build_encoder
     from datasets.texts import build_text_database
-    from util.dist import resolve_device
-    tower = build_encoder(args.encoder, args.checkpoint, str(resolve_device(args.device)))
+    tower = build_encoder(args.encoder, args.checkpoint, resolve_device_flag(args))
     counts.update(count_truncated(texts, tower))
     meta = build_text_database(texts[["id", "text"]], tower.encode_text, tower.name, store.manifest,
                                args.output_dir, store_name=", ".join(map(str, store.roots)),
