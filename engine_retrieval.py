@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from util.cli import UserError
-from util.io import atomic_write_text
+from util.io import atomic_save_figure, atomic_write_text
 from util.long_video import encode_videos, raw_features, segment_owners, window_starts
 from util.probe_results import bootstrap_interval, read_table, write_row
 
@@ -271,6 +271,18 @@ def read_splits(path) -> pd.Series:
     return pd.Series(df.split.to_numpy(), index=df.video_id.to_numpy())
 
 
+def store_name(store) -> str:
+    return ", ".join(map(str, store.roots))
+
+
+def open_texts(texts, store):
+    """The text database ``texts``, checked against ``store`` (the same encoder's text tower)."""
+    from datasets.texts import TextDatabase
+    db = TextDatabase(texts)
+    db.check_store(store.manifest, store_name(store))
+    return db
+
+
 def load_backbone(args, store) -> Backbone:
     """The ``--backbone`` / ``--checkpoint`` / ``--head`` of a CLI as a ``Backbone``."""
     from util.checkpoint import check_store_encoder, load_pretrained
@@ -458,13 +470,7 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def main(argv=None):

@@ -54,11 +54,9 @@ def main(argv=None):
     parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
-    from datasets.texts import TextDatabase
     store = EmbeddingStore(args.data_path)
-    store_name = ", ".join(map(str, store.roots))
-    db = TextDatabase(args.questions)
-    db.check_store(store.manifest, store_name)
+    store_name = er.store_name(store)
+    db = er.open_texts(args.questions, store)
     table = load_questions(args.questions)
     table = table[table.video_id.isin(set(store.video_ids))]
     split_of = er.read_splits(args.splits) if args.splits else None
@@ -95,8 +93,7 @@ def main(argv=None):
     if backbone.head == "ridge":
         if not args.ridge_texts:
             raise er.EvalError("--head ridge needs --ridge_texts (video-text pairs to fit the map on)")
-        rdb = TextDatabase(args.ridge_texts)
-        rdb.check_store(store.manifest, store_name)
+        rdb = er.open_texts(args.ridge_texts, store)
         rsplits = er.read_splits(args.ridge_splits or args.splits or Path(args.ridge_texts) / "splits.csv")
         kinds = text_kinds(rdb, store, None)
         if "video" not in kinds:

@@ -133,11 +133,9 @@ def main(argv=None):
     parser = ArgumentParser(parents=[get_args_parser()], description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     args = parser.parse_args(argv)
-    from datasets.texts import TextDatabase
     store = EmbeddingStore(args.data_path)
-    store_name = ", ".join(map(str, store.roots))
-    db = TextDatabase(args.texts)
-    db.check_store(store.manifest, store_name)
+    store_name = er.store_name(store)
+    db = er.open_texts(args.texts, store)
     texts_dir = Path(args.texts)
     split_of = er.read_splits(args.splits or texts_dir / "splits.csv")
     spans_path = Path(args.spans) if args.spans else texts_dir / "spans.csv"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from util.cli import ArgumentParser, output_file, run_cli
-from util.io import atomic_write_text
+from util.io import atomic_save_figure, atomic_write_text
 from util.probe_results import ResultsError, read_csv
 
 LVU_CLS = ["director", "genre", "writer", "year", "scene", "way_speaking", "relationship"]
@@ -492,13 +492,7 @@ def plot_label_efficiency(df: pd.DataFrame, path: str | Path) -> Path | None:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 RENDER = {"1": table1, "2": table2, "3": table3, "4": table4, "8": table8, "synthetic": table_synthetic,

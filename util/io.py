@@ -84,3 +84,16 @@ def nothing_left_on_error(directory: str | Path, unless: str) -> Iterator[None]:
                 except OSError:
                     pass  # something else is writing there too
         raise
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """``fig.savefig`` under a temporary name, then renamed into place (a matplotlib figure;
+    the format follows ``path``'s suffix); the figure is closed."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
