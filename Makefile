@@ -59,8 +59,10 @@ demo: $(STAMP)
 # tiny CLIP text tower's space (CPU, 2 threads, seeded): the tower -> corpus (its scene prototypes
 # are the tower's caption embeddings) -> text databases (video descriptions, order questions) ->
 # an MAE-only LV-MAE (for the ridge baseline) and contrastive runs at mask ratio 0 / 0.25 / 0.5 /
-# 0.75, all at the same budget -> retrieval and order questions for the raw-mean baseline, the
-# ridge-mapped LV-MAE and every contrastive run -> the tables and the trade-off plot.
+# 0.75, all at the same budget -> the length trade-off at a short window (DC_WINDOW segments): unmasked
+# at DC_WINDOW vs 75% masked at 4 x DC_WINDOW (the same encoder tokens per video at most) ->
+# retrieval and order questions for the raw-mean baseline, the ridge-mapped LV-MAE and every
+# contrastive run -> the tables and the trade-off plot.
 # README "Retrieval and zero-shot QA", docs/contrastive.md "Evaluation".
 DC := demo_contrastive
 DC_EPOCHS ?= 5
@@ -70,6 +72,11 @@ DC_BASE = --data_path $(DC)/corpus/benchmark --splits $(DC)/corpus/latents.csv -
 	--output_dir $(DC)/eval --device cpu
 DC_TOWER = --encoder clip --checkpoint $(DC)/tiny_clip
 DC_RATIOS = 0 0.25 0.5 0.75
+DC_WINDOW ?= 16
+DC_CON = --objective contrastive --texts $(DC)/texts_pretrain --blr 1.6e-2 --batch_size 64
+DC_SHORT = $(DC)/window_$(DC_WINDOW)_mask_0
+DC_LONG = $(DC)/window_$(shell echo $$((4 * $(DC_WINDOW))))_mask_0.75
+DC_RUNS = $(foreach r,$(DC_RATIOS),$(DC)/contrastive_$(r)) $(DC_SHORT) $(DC_LONG)
 cstage = @echo "[demo-contrastive] $(1): $(2)"; t=$$(date +%s); $(2) && echo "[demo-contrastive] $(1): \
 	$$(($$(date +%s) - t)) s" >> $(DC)/times.txt && tail -n 1 $(DC)/times.txt
 
@@ -87,15 +94,18 @@ demo-contrastive: $(STAMP)
 	$(call cstage,order questions,$(PY) -m datasets.questions --questions $(DC)/corpus/order_questions.csv \
 		--data_path $(DC)/corpus/benchmark $(DC_TOWER) --output_dir $(DC)/order)
 	$(call cstage,MAE-only pretraining,$(DC_TRAIN) --objective mae --blr 6.4e-2 --batch_size 16 --output_dir $(DC)/mae)
-	$(call cstage,contrastive training x 4 ratios,for r in $(DC_RATIOS); do $(DC_TRAIN) --objective contrastive \
-		--texts $(DC)/texts_pretrain --mask_ratio $$r --blr 1.6e-2 --batch_size 64 --output_dir $(DC)/contrastive_$$r || exit 1; done)
+	$(call cstage,contrastive training x 4 ratios,for r in $(DC_RATIOS); do $(DC_TRAIN) $(DC_CON) \
+		--mask_ratio $$r --output_dir $(DC)/contrastive_$$r || exit 1; done)
+	$(call cstage,length: unmasked at $(DC_WINDOW) vs 75% masked at 4x,$(DC_TRAIN) $(DC_CON) --mask_ratio 0 \
+		--num_patches $(DC_WINDOW) --output_dir $(DC_SHORT) && $(DC_TRAIN) $(DC_CON) --mask_ratio 0.75 \
+		--num_patches $$((4 * $(DC_WINDOW))) --output_dir $(DC_LONG))
 	$(call cstage,evaluation,$(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone raw \
 		&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone raw \
 		&& $(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone lvmae \
 			--checkpoint $(DC)/mae/checkpoint-last.pth \
 		&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone lvmae \
 			--checkpoint $(DC)/mae/checkpoint-last.pth --ridge_texts $(DC)/texts_benchmark \
-		&& for r in $(DC_RATIOS); do c=$(DC)/contrastive_$$r/checkpoint-last.pth; \
+		&& for d in $(DC_RUNS); do c=$$d/checkpoint-last.pth; \
 			$(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone lvmae --checkpoint $$c > /dev/null \
 			&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone lvmae --checkpoint $$c > /dev/null \
 			|| exit 1; done)

@@ -50,16 +50,16 @@ from util.long_video import encode_videos, raw_features, segment_owners, window_
 from util.probe_results import bootstrap_interval, read_table, write_row
 
 KS = (1, 5, 10)
-RIDGE_LAMBDAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
+RIDGE_LAMBDAS = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 HEADS = ("auto", "none", "ridge", "projection")
 POOLS = ("mean", "cls")
 RETRIEVAL_COLUMNS = ["run_id", "dataset", "texts", "split", "backbone", "head", "pool", "objective", "mask_ratio",
-                     "encoder", "ridge_lambda", "n_texts", "n_videos",
+                     "window", "encoder", "ridge_lambda", "n_texts", "n_videos",
                      *[f"t2v_R@{k}" for k in KS], "t2v_MdR", *[f"v2t_R@{k}" for k in KS], "v2t_MdR",
                      "t2v_R@1_ci_low", "t2v_R@1_ci_high",
                      "checkpoint", "checkpoint_sha256", "result_json", "time"]
 MCQA_COLUMNS = ["run_id", "dataset", "questions", "split", "backbone", "head", "pool", "objective", "mask_ratio",
-                "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "ci_low",
+                "window", "encoder", "ridge_lambda", "with_question", "n_questions", "num_options", "accuracy", "ci_low",
                 "ci_high", "chance",
                 "checkpoint", "checkpoint_sha256", "result_json", "time"]
 
@@ -118,11 +118,15 @@ class Backbone:
     def mask_ratio(self):
         return (self.ckpt.get("args") or {}).get("mask_ratio", "") if self.model is not None else ""
 
+    @property
+    def window(self):
+        """The encoder's window (``--num_patches`` of its training; longer videos are encoded in
+        sliding windows of this many segments)."""
+        return int(self.model.max_len) if self.model is not None else ""
+
     def label(self) -> str:
-        if self.model is None:
-            return "raw mean (no training)" if self.head == "none" else f"raw mean + {self.head}"
-        what = f"LV-MAE ({self.objective}, mask {self.mask_ratio})"
-        return f"{what} + ridge ({self.pool})" if self.head == "ridge" else f"{what} + projection"
+        return _label({"backbone": self.name, "head": self.head, "objective": self.objective, "pool": self.pool,
+                       "mask_ratio": self.mask_ratio, "window": self.window, "ridge_lambda": ""})
 
     def features(self, view: WindowView, keys: list[str]) -> np.ndarray:
         """``[W, F]`` before any fitted map: raw means, pooled LV-MAE features, or (projection)
@@ -352,7 +356,8 @@ def save_run(out: Path, rid: str, result: dict) -> Path:
 
 def base_row(backbone: Backbone, encoder: str) -> dict:
     return {"backbone": backbone.name, "head": backbone.head, "pool": backbone.pool if backbone.head == "ridge" else "",
-            "objective": backbone.objective, "mask_ratio": backbone.mask_ratio, "encoder": encoder,
+            "objective": backbone.objective, "mask_ratio": backbone.mask_ratio, "window": backbone.window,
+            "encoder": encoder,
             "checkpoint": backbone.checkpoint, "checkpoint_sha256": backbone.checkpoint_sha256,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
@@ -369,8 +374,12 @@ def _label(r) -> str:
     if r["backbone"] == "raw":
         return "raw mean (no training)" if r["head"] == "none" else f"raw mean + {r['head']}"
     what = f"LV-MAE {r['objective'] or 'mae'}, mask {r['mask_ratio']}"
-    return f"{what} + ridge ({r['pool']}, λ={float(r['ridge_lambda']):g})" if r["head"] == "ridge" \
-        else f"{what} + projection"
+    if str(r.get("window", "")):
+        what += f", window {r['window']}"
+    if r["head"] != "ridge":
+        return f"{what} + projection"
+    lam = f", λ={float(r['ridge_lambda']):g}" if str(r["ridge_lambda"]) else ""
+    return f"{what} + ridge ({r['pool']}{lam})"
 
 
 def md_table(header, rows) -> str:
@@ -425,7 +434,7 @@ def tradeoff(out: Path, dataset: str | None = None) -> pd.DataFrame:
     """One row per backbone run: video-text T->V R@1 and multiple-choice accuracy (in %, with
     their bootstrap intervals), joined on (backbone, head, objective, mask_ratio, checkpoint),
     for ``dataset`` (default: all)."""
-    keys = ["backbone", "head", "objective", "mask_ratio", "checkpoint_sha256"]
+    keys = ["backbone", "head", "objective", "mask_ratio", "window", "checkpoint_sha256"]
     r = read_table(out / "retrieval.csv", RETRIEVAL_COLUMNS, key=("run_id", "texts"))
     q = read_table(out / "mcqa.csv", MCQA_COLUMNS, key=("run_id",))
     r, q = r[r.texts == "video"], q[q.with_question.astype(str) != "True"]
@@ -436,31 +445,44 @@ def tradeoff(out: Path, dataset: str | None = None) -> pd.DataFrame:
     q = q.assign(acc=pct(q["accuracy"]), acc_lo=pct(q["ci_low"]), acc_hi=pct(q["ci_high"]), chance_pct=pct(q["chance"]))
     r = r[keys + ["t2v_R1", "t2v_R1_lo", "t2v_R1_hi", "ridge_lambda", "pool"]].drop_duplicates(keys, keep="last")
     q = q[keys + ["acc", "acc_lo", "acc_hi", "chance_pct"]].drop_duplicates(keys, keep="last")
-    return r.merge(q, on=keys, how="outer").reset_index(drop=True)
+    df = r.merge(q, on=keys, how="outer")
+    # Contrastive runs first (the longest window's sweep, then shorter windows), by mask ratio;
+    # then the MAE-only baselines, then the raw mean.
+    num = lambda col: pd.to_numeric(df[col], errors="coerce").fillna(0)  # noqa: E731
+    rank = np.where(df.objective.astype(str).str.contains("contrastive"), 0, np.where(df.backbone == "raw", 2, 1))
+    order = np.lexsort((num("mask_ratio").to_numpy(), -num("window").to_numpy(), rank))
+    return df.iloc[order].reset_index(drop=True)
 
 
 def tradeoff_table(df: pd.DataFrame) -> str:
     def cell(r, c):
         return f"{r[c]:.1f} [{r[c + '_lo']:.1f}, {r[c + '_hi']:.1f}]" if pd.notna(r[c]) else "–"
-    rows = [[_label(r.fillna("")), r["mask_ratio"] if r["backbone"] == "lvmae" else "–", cell(r, "t2v_R1"),
+    rows = [[_label(r.fillna("")), r["mask_ratio"] if r["backbone"] == "lvmae" else "–",
+             r["window"] if r["backbone"] == "lvmae" else "–", cell(r, "t2v_R1"),
              cell(r, "acc"), f"{r['chance_pct']:.1f}" if pd.notna(r["chance_pct"]) else "–"] for _, r in df.iterrows()]
-    return md_table(["Backbone", "mask ratio", "T→V R@1 (%)", "order questions (%)", "chance (%)"], rows)
+    return md_table(["Backbone", "mask ratio", "window", "T→V R@1 (%)", "order questions (%)", "chance (%)"], rows)
 
 
 def plot_tradeoff(df: pd.DataFrame, path: str | Path) -> Path:
-    """T->V R@1 and order-question accuracy against the contrastive runs' mask ratio, the
-    raw-mean baseline as dashed lines. Written atomically."""
+    """T->V R@1 and order-question accuracy against the contrastive runs' mask ratio (one series
+    per training window), the raw-mean baseline as dashed lines. Written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     con = df[df.objective.str.contains("contrastive", na=False)].copy()
     con["ratio"] = con.mask_ratio.astype(float)
     con = con.sort_values("ratio")
+    # The mask-ratio sweep is the window with the most runs (a line); other windows (e.g. the
+    # longer window a 75%-masked run affords) are drawn as their own markers.
+    windows = con.window.astype(str).value_counts(sort=True).index.tolist()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for col, name, color in (("t2v_R1", "text→video R@1", "C0"), ("acc", "order questions", "C1")):
-        err = np.vstack([con[col] - con[col + "_lo"], con[col + "_hi"] - con[col]])
-        ax.errorbar(100 * con.ratio, con[col], yerr=err, marker="o", capsize=3, color=color,
-                    label=f"contrastive: {name}")
+        for i, w in enumerate(windows):
+            g = con[con.window.astype(str) == w]
+            err = np.vstack([g[col] - g[col + "_lo"], g[col + "_hi"] - g[col]])
+            tag = f" (window {w})" if len(windows) > 1 and w else ""
+            ax.errorbar(100 * g.ratio, g[col], yerr=err, marker="o*sD^v"[i % 6], ms=6 if i == 0 else 10,
+                        capsize=3, color=color, ls="-" if i == 0 else ":", label=f"contrastive{tag}: {name}")
         raw = df[(df.backbone == "raw")][col].dropna()
         if len(raw):
             ax.axhline(float(raw.iloc[-1]), ls="--", color=color, alpha=0.6, label=f"raw mean: {name}")

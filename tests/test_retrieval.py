@@ -272,7 +272,11 @@ def test_eval_retrieval_raw_and_projection_match_slow(corpus, tmp_path):
         assert m["t2v_MdR"] == np.median(r_t2v) and m["n_texts"] == len(test_ids)
     rows = pd.read_csv(tmp_path / "retrieval.csv")
     assert rows["head"].tolist() == ["none", "projection"] and len(rows) == 2
-    assert "raw mean (no training)" in (tmp_path / "tables.md").read_text()
+    assert pd.isna(rows["window"][0]) and rows["window"][1] == model.max_len == 8  # the encoder's window
+    tables = (tmp_path / "tables.md").read_text()
+    assert "raw mean (no training)" in tables and "LV-MAE contrastive, mask 0.75, window 8 + projection" in tables
+    text = er.main([str(tmp_path), "--plot", str(tmp_path / "tradeoff.png")])
+    assert "| mask ratio | window |" in text and "| 0.75 | 8 |" in text and (tmp_path / "tradeoff.png").stat().st_size
 
 
 def test_eval_retrieval_ridge_and_mcqa(corpus, tmp_path):
