@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(call stage,corpus,$(PY) -m datasets.synthetic --out $(DEMO)/corpus --num_videos 800 \
 		--extra_videos 1200 --extra_fractions 0 0.25 0.75)
 	$(call stage,pretraining,$(PY) main_pretrain.py --data_path $(DEMO)/corpus/pretrain --output_dir $(DEMO)/pretrain \
-		--dataset demo --model lvmae_tiny --epochs 16 --warmup_epochs 2 --blr 6.4e-2 --batch_size 16 --num_workers 0 \
+		--dataset demo --model lvmae_tiny --epochs 16 --warmup_epochs 2 --blr 1.6e-2 --batch_size 16 --num_workers 0 \
 		--keep_every 0)
 	$(call stage,AP with sin-cos positions (grammar; pace),$(DEMO_SWEEP) --probes ap --tasks grammar pace \
 		--probe_positions own)
@@ -73,7 +73,7 @@ DC_BASE = --data_path $(DC)/corpus/benchmark --splits $(DC)/corpus/latents.csv -
 DC_TOWER = --encoder clip --checkpoint $(DC)/tiny_clip
 DC_RATIOS = 0 0.25 0.5 0.75
 DC_WINDOW ?= 16
-DC_CON = --objective contrastive --texts $(DC)/texts_pretrain --blr 1.6e-2 --batch_size 64
+DC_CON = --objective contrastive --texts $(DC)/texts_pretrain --blr 1.6e-2 --batch_size 64 --input_scale sqrt_dim
 DC_SHORT = $(DC)/window_$(DC_WINDOW)_mask_0
 DC_LONG = $(DC)/window_$(shell echo $$((4 * $(DC_WINDOW))))_mask_0.75
 DC_RUNS = $(foreach r,$(DC_RATIOS),$(DC)/contrastive_$(r)) $(DC_SHORT) $(DC_LONG)
@@ -93,7 +93,7 @@ demo-contrastive: $(STAMP)
 		--data_path $(DC)/corpus/$$s $(DC_TOWER) --output_dir $(DC)/texts_$$s || exit 1; done)
 	$(call cstage,order questions,$(PY) -m datasets.questions --questions $(DC)/corpus/order_questions.csv \
 		--data_path $(DC)/corpus/benchmark $(DC_TOWER) --output_dir $(DC)/order)
-	$(call cstage,MAE-only pretraining,$(DC_TRAIN) --objective mae --blr 6.4e-2 --batch_size 16 --output_dir $(DC)/mae)
+	$(call cstage,MAE-only pretraining,$(DC_TRAIN) --objective mae --blr 1.6e-2 --batch_size 16 --output_dir $(DC)/mae)
 	$(call cstage,contrastive training x 4 ratios,for r in $(DC_RATIOS); do $(DC_TRAIN) $(DC_CON) \
 		--mask_ratio $$r --output_dir $(DC)/contrastive_$$r || exit 1; done)
 	$(call cstage,length: unmasked at $(DC_WINDOW) vs 75% masked at 4x,$(DC_TRAIN) $(DC_CON) --mask_ratio 0 \

@@ -37,10 +37,11 @@ MASKINGS = ("random", "semantic", "semantic_inverse")
 # (the paper's Eq. 1 and the authors' code). "sqrt_dim": multiplied by sqrt(input_dim) first and
 # reconstructions divided by it (the sqrt(d_model) embedding scale of Vaswani et al.).
 INPUT_SCALES = ("sqrt_dim", "none")
-# The default form for new models. One constant: issue "validity II" picks the final default
-# from its ablation. Checkpoints whose model_config lacks the key were all trained with
-# "sqrt_dim" and load as such (util.checkpoint), whatever this default becomes.
-DEFAULT_INPUT_SCALE = "sqrt_dim"
+# The default form for new models: "none", chosen on validation by the pretraining ablation
+# (docs/pretraining.md, "Ablation"; at its best lr it carries the synthetic grammar far better
+# than "sqrt_dim" at its best) and the paper's and authors' form. Checkpoints whose model_config
+# lacks the key were all trained with "sqrt_dim" and load as such (util.checkpoint).
+DEFAULT_INPUT_SCALE = "none"
 OBJECTIVES = ("mae", "contrastive", "mae+contrastive")
 POOLINGS = ("mean", "cls")
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's initial temperature 0.07

@@ -24,6 +24,8 @@ def test_each_row_changes_one_factor_of_the_demo_recipe(name, factor, flags):
     changed = {k for k in base if base[k] != row[k]}
     if name == "base":
         assert not changed
+    elif name == "chosen":  # the demo's recipe: input scale and lr together
+        assert changed == {"input_scale", "blr"} and row["input_scale"] == "none"
     else:
         assert changed and changed <= {"input_scale", "window_sampling", "loss_norm", "group_by_length",
                                        "mask_ratio", "lr_schedule", "blr", "epochs", "warmup_epochs", "masking",
@@ -55,3 +57,18 @@ def test_rows_resume_skip_and_table(tmp_path, capsys):
     argv[argv.index("--epochs") + 1] = "2"
     ablation_pretrain.main(argv)
     assert json.loads(done.read_text())["epochs"] == 2
+
+
+def test_the_chosen_row_is_the_demo_recipe_and_the_default():
+    import re
+
+    import models_lvmae
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    demo = re.search(r"call stage,pretraining,(.*?)\)\n", makefile, re.S).group(1)
+    flags = dict(ablation_pretrain.ROWS[-1][2][i:i + 2] for i in range(0, 4, 2))
+    assert ablation_pretrain.ROWS[-1][0] == "chosen"
+    assert re.search(r"--blr (\S+)", demo).group(1) == flags["--blr"]
+    assert "--input_scale" not in demo and models_lvmae.DEFAULT_INPUT_SCALE == flags["--input_scale"]
+    for flag in ("--epochs 16", "--warmup_epochs 2", "--batch_size 16", "--model lvmae_tiny"):
+        assert flag in demo and flag.split()[1] == ablation_pretrain.BASE_RECIPE[
+            ablation_pretrain.BASE_RECIPE.index(flag.split()[0]) + 1]
