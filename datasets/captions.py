@@ -283,6 +283,24 @@ class CaptionDB:
 
 
 # --- CLI --------------------------------------------------------------------------------------
+def add_text_tower_args(p, unit: str = "texts", chunked: bool = False, overwrite: bool = True) -> None:
+    """The text tower's flags, shared by every CLI that builds a text database (captions, video
+    texts, YouCook2, questions): ``--encoder``, ``--checkpoint``, ``--batch_size``, ``--device``,
+    with ``chunked`` ``--chunk_size`` and with ``overwrite`` ``--overwrite``."""
+    p.add_argument("--encoder", required=True,
+                   help="text tower backend: the store's encoder (a preprocessing encoder name: languagebind, clip, "
+                        "internvideo2)")
+    p.add_argument("--checkpoint", required=True,
+                   help="local directory of that encoder (the one given to preprocessing.extract)")
+    p.add_argument("--batch_size", type=positive_int, default=256, help=f"{unit} per text-tower forward pass")
+    if chunked:
+        p.add_argument("--chunk_size", type=positive_int, default=4096,
+                       help=f"{unit} per committed chunk (the unit a rerun resumes from)")
+    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
+
+
 def get_args_parser():
     p = argparse.ArgumentParser("Caption database for interpretable predictions", add_help=False)
     p.add_argument("--captions", required=True,
@@ -290,15 +308,7 @@ def get_args_parser():
     p.add_argument("--data_path", nargs="+", required=True,
                    help="the embedding store(s) the captions describe (encoder, dim and segment times)")
     p.add_argument("--output_dir", required=True, type=output_dir, help="directory of the caption database")
-    p.add_argument("--encoder", required=True,
-                   help="text tower backend (a preprocessing encoder name: languagebind, clip, internvideo2)")
-    p.add_argument("--checkpoint", required=True,
-                   help="local directory of that encoder (the one given to preprocessing.extract)")
-    p.add_argument("--batch_size", type=positive_int, default=256, help="captions per text-tower forward pass")
-    p.add_argument("--chunk_size", type=positive_int, default=4096,
-                   help="captions per committed chunk (the unit a rerun resumes from)")
-    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
+    add_text_tower_args(p, unit="captions", chunked=True)
     return p
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from util.cli import (DEVICE_HELP, ArgumentParser, UserError, output_dir, positive_int, resolve_device_flag,
-                      run_cli)
+from datasets.captions import add_text_tower_args
+from util.cli import ArgumentParser, UserError, output_dir, resolve_device_flag, run_cli
 from util.io import atomic_write_text
 
 COLUMNS = ["question_id", "video_id", "option", "text", "correct", "question"]
@@ -115,10 +115,7 @@ def get_args_parser():
     p.add_argument("--answers", default=None, help="EgoSchema's subset_answers.json ({q_uid: index})")
     p.add_argument("--data_path", nargs="+", required=True, help="the embedding store(s) of the videos")
     p.add_argument("--output_dir", required=True, type=output_dir, help="directory of the question database")
-    p.add_argument("--encoder", required=True, help="text tower backend (the store's encoder)")
-    p.add_argument("--checkpoint", required=True, help="local directory of that encoder")
-    p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
+    add_text_tower_args(p, overwrite=False)
     return p
 
 

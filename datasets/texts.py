@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.captions import (CaptionError, _save_npy, check_tower, embed_texts, existing_database,
-                               texts_hash)
+from datasets.captions import (CaptionError, _save_npy, add_text_tower_args, check_tower, embed_texts,
+                               existing_database, texts_hash)
 from datasets.store import EmbeddingStore
-from util.cli import DEVICE_HELP, ArgumentParser, output_dir, positive_int, resolve_device_flag, run_cli
+from util.cli import ArgumentParser, output_dir, resolve_device_flag, run_cli
 from util.io import atomic_write_text
 
 FORMAT = "lvmae-texts/1"
@@ -216,17 +216,9 @@ def get_args_parser():
     p.add_argument("--data_path", nargs="+", required=True,
                    help="the embedding store(s) the texts belong to (its encoder and dim fix the text tower)")
     p.add_argument("--output_dir", required=True, type=output_dir, help="directory of the text database")
-    p.add_argument("--encoder", required=True,
-                   help="text tower backend (a preprocessing encoder name: languagebind, clip, internvideo2)")
-    p.add_argument("--checkpoint", required=True,
-                   help="local directory of that encoder (the one given to preprocessing.extract)")
     p.add_argument("--no_store_check", dest="store_check", action="store_false",
                    help="the ids are not videos of the store (options, spans): do not count or list unknown ones")
-    p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--chunk_size", type=positive_int, default=4096,
-                   help="texts per committed chunk (the unit a rerun resumes from)")
-    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
+    add_text_tower_args(p, unit="texts", chunked=True)
     return p
 
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from util.cli import (DEVICE_HELP, ArgumentParser, UserError, fraction, output_dir, positive_int,
-                      resolve_device_flag, run_cli)
+from datasets.captions import add_text_tower_args
+from util.cli import ArgumentParser, UserError, fraction, output_dir, resolve_device_flag, run_cli
 from util.io import atomic_write_text
 
 SPLIT_OF_SUBSET = {"training": "train", "validation": "test"}
@@ -194,14 +194,10 @@ def get_args_parser():
     p.add_argument("--annotations", required=True, help="youcookii_annotations_trainval.json")
     p.add_argument("--data_path", nargs="+", required=True, help="the embedding store(s) of the YouCook2 videos")
     p.add_argument("--output_dir", required=True, type=output_dir, help="directory of the text database")
-    p.add_argument("--encoder", required=True, help="text tower backend (the store's encoder: clip, languagebind ...)")
-    p.add_argument("--checkpoint", required=True, help="local directory of that encoder")
     p.add_argument("--val_fraction", type=fraction, default=VAL_FRACTION,
                    help="share of the training videos held out as val (ridge selection)")
     p.add_argument("--split_seed", type=int, default=0, help="seed of the val split")
-    p.add_argument("--batch_size", type=positive_int, default=256, help="texts per text-tower forward pass")
-    p.add_argument("--device", default="auto", help=f"device of the text tower: {DEVICE_HELP}")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, different database")
+    add_text_tower_args(p)
     return p
 
 
