@@ -16,12 +16,12 @@ of every split whatever the store holds, so train / test counts match theirs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from datasets.labelled import AnnotationError, Annotations, TaskSpec, stratified_holdout
+from util.io import read_json
 
 NUM_CLASSES = 180
 TASKS = ("task",)
@@ -38,14 +38,7 @@ def load(path: str | Path | None, task: str = "task", split_seed: int = 0) -> An
     path = Path(path)
     if path.is_dir():
         path = path / "COIN.json"
-    if not path.is_file():
-        raise AnnotationError(f"COIN annotation file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path} is not UTF-8 text ({e})") from None
+    data = read_json(path, AnnotationError, f"COIN annotation file {path} does not exist")
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict) or not db:
         raise AnnotationError(f"{path}: expected {{\"database\": {{video_id: {{recipe_type, class, subset}}}}}}")

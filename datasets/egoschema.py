@@ -12,13 +12,13 @@ server). Questions without an answer are left out and counted.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from util.cli import UserError
+from util.io import read_json
 
 OPTION_KEY = re.compile(r"^option (\d+)$")
 
@@ -28,14 +28,7 @@ class EgoSchemaError(UserError, ValueError):
 
 
 def _load_json(path: Path, what: str):
-    if not path.is_file():
-        raise EgoSchemaError(f"EgoSchema {what} file {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise EgoSchemaError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise EgoSchemaError(f"{path} is not UTF-8 text ({e})") from None
+    return read_json(path, EgoSchemaError, f"EgoSchema {what} file {path} does not exist")
 
 
 def read_answers(path: str | Path) -> dict[str, int]:

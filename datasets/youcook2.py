@@ -45,7 +45,7 @@ import pandas as pd
 
 from datasets.captions import add_text_tower_args
 from util.cli import ArgumentParser, UserError, fraction, output_dir, resolve_device_flag, run_cli
-from util.io import atomic_write_text
+from util.io import atomic_write_text, read_json
 
 SPLIT_OF_SUBSET = {"training": "train", "validation": "test"}
 VAL_FRACTION = 0.1
@@ -75,14 +75,7 @@ def paragraph(sentences: list[str]) -> str:
 def read_annotations(path: str | Path, subsets=tuple(SPLIT_OF_SUBSET)) -> YouCook2:
     """Parse and validate the annotation JSON (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise YouCook2Error(f"YouCook2 annotation file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise YouCook2Error(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise YouCook2Error(f"{path} is not UTF-8 text ({e})") from None
+    data = read_json(path, YouCook2Error, f"YouCook2 annotation file {path} does not exist")
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise YouCook2Error(f"{path}: expected {{\"database\": {{video_id: {{subset, duration, annotations}}}}}}")

@@ -8,6 +8,7 @@ file, which no reader opens and ``remove_orphans`` clears on the next run.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -97,3 +98,18 @@ def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def read_json(path: str | Path, error: type[Exception] = ValueError, missing: str | None = None):
+    """The JSON value in ``path``. A missing file (message ``missing``, default "<path> does not
+    exist"), invalid JSON (its line and column) or non-UTF-8 bytes raise ``error`` with a
+    one-line message naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(missing or f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not UTF-8 text ({e})") from None
