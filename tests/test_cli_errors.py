@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ from pretrain_fixtures import TINY_MODEL, write_store
 from preprocessing import extract, import_reference, make_tiny_encoder, stores, synthetic_videos
 from util.checkpoint import save_checkpoint
 from util.cli import run_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import pace_ceiling  # noqa: E402
 
 MAX_LEN = 16
 
@@ -477,6 +481,13 @@ ROWS = [
     Row("synthetic: --dim 0", synthetic.main, lambda fx, out: s("--out", out, "--dim", "0"), r"--dim.*got 0"),
     Row("synthetic: too few scenes for the grammars", synthetic.main,
         lambda fx, out: s("--out", out, "--num_scenes", "3", "--num_grammars", "4"), r"--num_grammars 4"),
+    # --- benchmarks/pace_ceiling.py ----------------------------------------------------------------
+    Row("pace_ceiling: not a synthetic corpus", pace_ceiling.main,
+        lambda fx, out: s("--corpus", fx.store, "--out", out), r"--corpus .*benchmark: no latents.csv"),
+    Row("pace_ceiling: missing corpus", pace_ceiling.main,
+        lambda fx, out: s("--corpus", fx.missing, "--out", out), r"--corpus .*nowhere: no latents.csv"),
+    Row("pace_ceiling: --splits nope", pace_ceiling.main,
+        lambda fx, out: s("--corpus", fx.corpus, "--splits", "nope"), r"--splits: invalid choice: 'nope'"),
 ]
 
 
