@@ -75,7 +75,8 @@ DC_RATIOS = 0 0.25 0.5 0.75
 DC_WINDOW ?= 16
 DC_CON = --objective contrastive --texts $(DC)/texts_pretrain --blr 1.6e-2 --batch_size 64 --input_scale sqrt_dim
 DC_SHORT = $(DC)/window_$(DC_WINDOW)_mask_0
-DC_LONG = $(DC)/window_$(shell echo $$((4 * $(DC_WINDOW))))_mask_0.75
+DC_LONG_WINDOW = $(shell echo $$((4 * $(DC_WINDOW))))
+DC_LONG = $(DC)/window_$(DC_LONG_WINDOW)_mask_0.75
 DC_RUNS = $(foreach r,$(DC_RATIOS),$(DC)/contrastive_$(r)) $(DC_SHORT) $(DC_LONG)
 cstage = @echo "[demo-contrastive] $(1): $(2)"; t=$$(date +%s); $(2) && echo "[demo-contrastive] $(1): \
 	$$(($$(date +%s) - t)) s" >> $(DC)/times.txt && tail -n 1 $(DC)/times.txt
@@ -98,7 +99,7 @@ demo-contrastive: $(STAMP)
 		--mask_ratio $$r --output_dir $(DC)/contrastive_$$r || exit 1; done)
 	$(call cstage,length: unmasked at $(DC_WINDOW) vs 75% masked at 4x,$(DC_TRAIN) $(DC_CON) --mask_ratio 0 \
 		--num_patches $(DC_WINDOW) --output_dir $(DC_SHORT) && $(DC_TRAIN) $(DC_CON) --mask_ratio 0.75 \
-		--num_patches $$((4 * $(DC_WINDOW))) --output_dir $(DC_LONG))
+		--num_patches $(DC_LONG_WINDOW) --output_dir $(DC_LONG))
 	$(call cstage,evaluation,$(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone raw \
 		&& $(PY) eval_mcqa.py $(DC_BASE) --questions $(DC)/order --backbone raw \
 		&& $(PY) eval_retrieval.py $(DC_BASE) --texts $(DC)/texts_benchmark --backbone lvmae \

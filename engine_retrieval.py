@@ -432,8 +432,8 @@ def write_tables(out: Path) -> str:
 # --- the mask-ratio trade-off -----------------------------------------------------------------------
 def tradeoff(out: Path, dataset: str | None = None) -> pd.DataFrame:
     """One row per backbone run: video-text T->V R@1 and multiple-choice accuracy (in %, with
-    their bootstrap intervals), joined on (backbone, head, objective, mask_ratio, checkpoint),
-    for ``dataset`` (default: all)."""
+    their bootstrap intervals), joined on (backbone, head, objective, mask_ratio, window,
+    checkpoint), for ``dataset`` (default: all)."""
     keys = ["backbone", "head", "objective", "mask_ratio", "window", "checkpoint_sha256"]
     r = read_table(out / "retrieval.csv", RETRIEVAL_COLUMNS, key=("run_id", "texts"))
     q = read_table(out / "mcqa.csv", MCQA_COLUMNS, key=("run_id",))
